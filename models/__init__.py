@@ -1,0 +1,1 @@
+"""Model architectures, MONAI-style bundles and training for myonode's pipelines."""

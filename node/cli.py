@@ -1,0 +1,309 @@
+"""The `myonode` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .config import ConfigError, Settings, dump_settings, load_settings
+from .index import Index
+
+# Piped output (logs, CI, scripts) gets wide tables rather than truncated cells.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Node
+
+    node = Node(_settings(args))
+    signal.signal(signal.SIGTERM, lambda *_: node._stop.set())
+    node.start()
+    console.print(f"myonode {__version__} listening on port {node.port}; Ctrl-C stops it")
+    try:
+        node.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return 0
+
+
+def _results_table(index: Index, study_uid: str | None = None) -> Table:
+    table = Table(title="Results")
+    for column in ("study", "pipeline", "structure", "quantity", "value", "unit"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    sql = "SELECT * FROM results" + (" WHERE study_uid = ?" if study_uid else "") + " ORDER BY id"
+    for row in index.query(sql, (study_uid,) if study_uid else ()):
+        value = "" if row["value"] is None else f"{row['value']:.6g}"
+        table.add_row(
+            row["study_uid"][-12:],
+            row["pipeline"],
+            row["structure"],
+            row["quantity"],
+            value,
+            escape(row["unit"]),
+        )
+    return table
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.index_path.exists():
+        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        return 1
+    index = Index(settings.index_path)
+    studies = index.query(
+        """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n
+           FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
+        (args.limit,),
+    )
+    jobs = index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (args.limit,))
+    outbox = index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (args.limit,))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "counts": index.counts(),
+                    "studies": [dict(r) for r in studies],
+                    "decisions": {
+                        r["study_uid"]: [dict(d) for d in index.decisions(r["study_uid"])]
+                        for r in studies
+                    },
+                    "jobs": [dict(r) for r in jobs],
+                    "outbox": [dict(r) for r in outbox],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    table = Table(title="Studies")
+    for column in ("study", "patient", "instances", "from", "state"):
+        table.add_column(column)
+    for row in studies:
+        state = "stable, routed" if row["processed_seq"] == row["change_seq"] else "receiving"
+        table.add_row(
+            row["study_uid"],
+            row["patient_id"] or "",
+            str(row["n"]),
+            row["calling_aet"] or "",
+            state,
+        )
+    console.print(table)
+    for row in studies:
+        decisions = Table(title=f"Routing of {row['study_uid']}")
+        for column in ("series", "pipeline", "selected", "reason"):
+            decisions.add_column(column)
+        for d in index.decisions(row["study_uid"]):
+            decisions.add_row(
+                d["series_uid"] or "",
+                d["pipeline"] or "-",
+                "yes" if d["selected"] else "no",
+                d["reason"],
+            )
+        if decisions.row_count:
+            console.print(decisions)
+    table = Table(title="Jobs")
+    for column in ("id", "pipeline", "series", "state", "attempts", "error"):
+        table.add_column(column)
+    for row in jobs:
+        table.add_row(
+            str(row["id"]),
+            row["pipeline"],
+            row["series_uid"],
+            row["state"],
+            str(row["attempts"]),
+            row["error"] or "",
+        )
+    console.print(table)
+    table = Table(title="Outbox")
+    for column in ("id", "sop instance", "destination", "state", "attempts", "last error"):
+        table.add_column(column)
+    for row in outbox:
+        table.add_row(
+            str(row["id"]),
+            row["sop_uid"],
+            row["destination"],
+            row["state"],
+            str(row["attempts"]),
+            row["last_error"] or "",
+        )
+    console.print(table)
+    return 0
+
+
+_DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d+)$")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .scu import SendError, describe, send_files
+
+    match = _DESTINATION.match(args.to)
+    if not match:
+        err.print(f"--to must look like AET@HOST:PORT, got {args.to!r}")
+        return 2
+    files = []
+    for path in args.paths:
+        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    items, unreadable = [], []
+    for path in files:
+        try:
+            items.append(describe(path))
+        except Exception as exc:  # not DICOM Part 10: report, do not send
+            unreadable.append((path, exc))
+    for path, exc in unreadable:
+        err.print(f"skipped {path}: not a DICOM file with meta header ({exc})")
+    failures = 0
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("C-STORE", total=len(items))
+
+        def on_result(result) -> None:
+            nonlocal failures
+            progress.advance(task)
+            if not result.ok:
+                failures += 1
+                status = "no response" if result.status is None else f"0x{result.status:04X}"
+                progress.console.print(f"[red]failed[/] {result.path}: {status} {result.comment}")
+
+        try:
+            results = send_files(
+                items,
+                args.aet,
+                match["aet"],
+                match["host"],
+                int(match["port"]),
+                on_result=on_result,
+            )
+        except SendError as exc:
+            err.print(f"[red]{exc}[/]")
+            return 1
+    sent = sum(r.ok for r in results)
+    console.print(
+        f"sent {sent} of {len(items)} instances; {failures} failed, {len(unreadable)} skipped"
+    )
+    return 0 if failures == 0 and not unreadable else 1
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from .process import process_folder
+
+    report, index = process_folder(args.path, args.out, load_settings(args.config))
+    for reason, count in report.refused.items():
+        err.print(f"refused {count} file(s): {reason}")
+    for study in index.query("SELECT study_uid FROM studies"):
+        for d in index.decisions(study["study_uid"]):
+            verdict = f"-> {d['pipeline']}" if d["selected"] else "not routed"
+            console.print(f"series {d['series_uid']}: {verdict}: {d['reason']}")
+    for job in index.query("SELECT * FROM jobs WHERE state = 'failed'"):
+        err.print(f"[red]job {job['id']} failed[/]: {job['error']}")
+    console.print(_results_table(index))
+    for path in sorted((args.out / "results").rglob("*.dcm")):
+        console.print(f"  {path}")
+    console.print(
+        f"{report.stored}/{report.files} files indexed, {report.jobs_done} jobs done, "
+        f"{report.jobs_failed} failed; outputs under {args.out / 'results'}"
+    )
+    return 0 if report.jobs_failed == 0 and report.jobs_done > 0 else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    console.print("[bold]myonode demo[/]: node + receiving archive on loopback")
+    outcome = run_demo(args.out, timeout_s=args.timeout)
+    console.print(f"study source: {outcome.source}")
+    if outcome.index is not None:
+        console.print(_results_table(outcome.index, outcome.study_uid))
+    if not outcome.ok:
+        err.print(f"[red]demo failed:[/] {outcome.message}")
+        return 1
+    console.print(f"[green]{outcome.message}[/] to the demo archive:")
+    for path in outcome.received:
+        console.print(f"  {path}")
+    console.print(f"node data (index, instances, results): {args.out / 'node'}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(dump_settings(_settings(args)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="myonode", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"myonode {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--config", type=Path, help="YAML config (default: $MYONODE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the DICOM node").set_defaults(func=cmd_serve)
+
+    status = sub.add_parser("status", help="studies, routing, jobs and outbox")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--limit", type=int, default=20)
+    status.set_defaults(func=cmd_status)
+
+    send = sub.add_parser("send", help="C-STORE files or folders to a peer")
+    send.add_argument("paths", nargs="+", type=Path)
+    send.add_argument("--to", required=True, help="AET@HOST:PORT")
+    send.add_argument("--aet", default="MYONODE-SCU", help="calling AE title")
+    send.set_defaults(func=cmd_send)
+
+    demo = sub.add_parser("demo", help="node + archive on loopback, one CT study, results")
+    demo.add_argument("--out", type=Path, default=Path("myonode-demo"))
+    demo.add_argument("--timeout", type=float, default=600.0)
+    demo.set_defaults(func=cmd_demo)
+
+    process = sub.add_parser("process", help="route and measure a folder without the network")
+    process.add_argument("path", type=Path)
+    process.add_argument("--out", type=Path, required=True)
+    process.set_defaults(func=cmd_process)
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("show", help="print the effective configuration").set_defaults(
+        func=cmd_config_show
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for library in ("pynetdicom", "highdicom"):
+        logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error[/]: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

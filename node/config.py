@@ -1,0 +1,167 @@
+"""The node's configuration: one YAML file plus environment overrides.
+
+Every setting has an embedded default so `myonode serve` and `myonode demo` work with no file.
+A file is found from `--config`, else `$MYONODE_CONFIG`. Environment variables override any
+key: ``MYONODE_DICOM__PORT=11113`` sets ``dicom.port`` (double underscore separates levels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "MYONODE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Peer(_Section):
+    """A remote DICOM application entity the node may send to."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class DicomSettings(_Section):
+    ae_title: str = "MYONODE"
+    bind: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    allowed_calling_aets: list[str] = Field(
+        default_factory=list, description="Empty: accept any calling AE title."
+    )
+    max_associations: int = Field(default=10, ge=1)
+    max_pdu_bytes: int = Field(default=262144, ge=0)
+    network_timeout_s: float = 60.0
+    max_instance_mb: int = Field(
+        default=4096, ge=1, description="Larger instances are refused with 0xA700."
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        if not 0 < len(value) <= 16 or "\\" in value:
+            raise ValueError("an AE title is 1-16 characters without a backslash")
+        return value
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("myonode-data")
+    min_free_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Refuse new instances (0xA700) when less than this is free on the disk.",
+    )
+
+
+class AssembleSettings(_Section):
+    quiet_seconds: float = Field(
+        default=30.0, ge=0, description="A study is stable after this long without new instances."
+    )
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class WorkerSettings(_Section):
+    count: int = Field(default=1, ge=1, description="Jobs run in parallel (models stay resident).")
+
+
+class RetrySettings(_Section):
+    initial_seconds: float = Field(default=5.0, gt=0)
+    max_seconds: float = Field(default=600.0, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+
+
+class DispatchSettings(_Section):
+    destinations: list[str] = Field(
+        default_factory=lambda: ["calling"],
+        description="Peer names from `peers`, or 'calling' for the AE that sent the study.",
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class Settings(_Section):
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    assemble: AssembleSettings = Field(default_factory=AssembleSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    peers: dict[str, Peer] = Field(
+        default_factory=dict, description="AE title -> address of known peers."
+    )
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+
+    @property
+    def index_path(self) -> Path:
+        return self.storage.data_dir / "index.sqlite3"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.storage.data_dir / "instances"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.storage.data_dir / "results"
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment holds an invalid value."""
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        if path[0] not in Settings.model_fields:
+            continue  # e.g. MYONODE_CONFIG, MYONODE_TEST_DATA: not settings
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {'.'.join(path[:-1])} is not a section")
+        node[path[-1]] = yaml.safe_load(value) if value else value
+    return raw
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Read settings from `path` (or ``$MYONODE_CONFIG``), then the environment, then overrides."""
+    environ = dict(os.environ) if environ is None else environ
+    if path is None and environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(environ[ENV_PREFIX + "CONFIG"])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = _apply_env(raw, environ)
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        source = str(path) if path else "environment"
+        raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines)) from exc
+
+
+def dump_settings(settings: Settings) -> str:
+    """The effective configuration as YAML, as `myonode config show` prints it."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,68 @@
+"""Encoders: DICOM SEG, TID 1500 SR and visual reports from measured results (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from .. import __version__
+from ..uids import derived_uid
+
+
+@dataclass(frozen=True)
+class Device:
+    """The equipment that creates the outputs (General Equipment Module, PS3.3 C.7.5.1)."""
+
+    manufacturer: str = "myonode project"
+    model_name: str = "myonode"
+    software_version: str = __version__
+    serial_number: str = "MYONODE"
+
+    @property
+    def uid(self) -> str:
+        return derived_uid("device", self.serial_number)
+
+
+@dataclass(frozen=True)
+class OutputIdentity:
+    """UIDs and numbers of one job's output series, derived from source series + pipeline."""
+
+    source_series_uid: str
+    pipeline: str
+    pipeline_version: str
+    series_number_base: int
+
+    def uid(self, kind: str, item: str = "") -> str:
+        return derived_uid(self.source_series_uid, self.pipeline, self.pipeline_version, kind, item)
+
+    def series_number(self, offset: int) -> int:
+        return self.series_number_base + offset
+
+
+# Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that
+# derived objects copy from their sources; real images often omit them entirely.
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def add_absent_type2(datasets: Sequence[Dataset]) -> None:
+    """Give source headers their absent Type 2 attributes, empty (changes them in place).
+
+    Encoders copy patient and study attributes from the sources; an absent Type 2 attribute
+    must become an empty one in the output, not an error.
+    """
+    for ds in datasets:
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")

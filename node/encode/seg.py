@@ -1,0 +1,97 @@
+"""DICOM Segmentation (PS3.3 A.51) from a label map, via highdicom.
+
+BINARY segmentation type: one segment per structure, frames only where a segment is present.
+BINARY (SOP class 1.2.840.10008.5.1.4.1.1.66.4) rather than LABELMAP because Orthanc 1.10
+refuses the Label Map SOP class over C-STORE.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ..anatomy import Structure
+from ..engines import Algorithm, LabelMap
+from ..volume import Volume
+from . import Device, OutputIdentity
+
+SEG_SERIES_OFFSET = 0
+
+
+def algorithm_identification(algorithm: Algorithm) -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(
+        name=algorithm.name,
+        family=algorithm.family,
+        version=algorithm.version,
+        source="myonode",
+        parameters={
+            **algorithm.parameters,
+            "kind": algorithm.kind,
+            "intended_use": algorithm.intended_use,
+        },
+    )
+
+
+def segment_numbers(label_map: LabelMap) -> dict[int, int]:
+    """Label value -> segment number (1..N in label order, as PS3.3 C.8.20.2 requires)."""
+    return {label: n for n, label in enumerate(sorted(label_map.structures), start=1)}
+
+
+def _segment_description(
+    number: int, structure: Structure, algorithm: Algorithm, identity: OutputIdentity
+) -> hd.seg.SegmentDescription:
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=structure.name[:64],
+        segmented_property_category=structure.category,
+        segmented_property_type=structure.property_type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm_identification(algorithm),
+        tracking_uid=identity.uid("tracking", structure.key),
+        tracking_id=structure.key,
+    )
+    if structure.laterality is not None:
+        # highdicom has no argument for the modifier; PS3.3 C.8.20.2 puts it here.
+        modifier = hd.sr.CodedConcept.from_code(structure.laterality)
+        description.SegmentedPropertyTypeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            modifier
+        ]
+    return description
+
+
+def build_segmentation(
+    volume: Volume,
+    label_map: LabelMap,
+    algorithm: Algorithm,
+    identity: OutputIdentity,
+    device: Device,
+) -> Dataset:
+    """A BINARY SEG of `label_map` referencing the slices of `volume`."""
+    numbers = segment_numbers(label_map)
+    lookup = np.zeros(int(label_map.labels.max(initial=0)) + 1, dtype=np.uint8)
+    for label, number in numbers.items():
+        if label < len(lookup):
+            lookup[label] = number
+    pixel_array = lookup[label_map.labels]
+    descriptions = [
+        _segment_description(numbers[label], label_map.structures[label], algorithm, identity)
+        for label in sorted(label_map.structures)
+    ]
+    return hd.seg.Segmentation(
+        source_images=volume.datasets,
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=identity.uid("seg-series"),
+        series_number=identity.series_number(SEG_SERIES_OFFSET),
+        sop_instance_uid=identity.uid("seg"),
+        instance_number=1,
+        manufacturer=device.manufacturer,
+        manufacturer_model_name=device.model_name,
+        software_versions=device.software_version,
+        device_serial_number=device.serial_number,
+        content_description=f"{algorithm.label}"[:64],
+        content_label="MUSCLE",
+        series_description=f"myonode {identity.pipeline} SEG ({algorithm.intended_use})"[:64],
+    )

@@ -1,0 +1,50 @@
+"""Segmentation engines behind one small interface.
+
+An engine turns a `Volume` into a label map plus the structures its labels stand for, and
+describes itself (`Algorithm`) so the SEG and SR can say exactly what produced them.
+Engines are created once per worker and kept resident between jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from pydicom.sr.coding import Code
+
+from ..anatomy import Structure
+from ..volume import Volume
+
+IntendedUse = Literal["demo", "research", "clinical"]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Identification of the algorithm that produced a result (PS3.3 C.8.20.2, TID 4019)."""
+
+    name: str
+    version: str
+    family: Code
+    kind: Literal["classical", "deep learning"]
+    intended_use: IntendedUse
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version} ({self.kind}, intended use: {self.intended_use})"
+
+
+@dataclass
+class LabelMap:
+    """An engine's output: one integer label per voxel and what each label means."""
+
+    labels: np.ndarray
+    structures: dict[int, Structure]
+    notes: list[str] = field(default_factory=list)
+
+
+class SegmentationEngine(Protocol):
+    algorithm: Algorithm
+
+    def segment(self, volume: Volume) -> LabelMap: ...

@@ -1,0 +1,54 @@
+"""Muscle-density tissue by attenuation threshold: the walking skeleton's CT engine.
+
+It keeps voxels in the skeletal-muscle attenuation range (-29..150 HU, seed 000) inside the
+body. Organs, bowel wall and vessels fall in the same range, so this is *muscle-density
+tissue*, not muscle; its intended use is "demo" and the outputs say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.sr.codedict import codes
+from scipy import ndimage
+
+from ..anatomy import MUSCLE_DENSITY_TISSUE
+from ..volume import Volume
+from . import Algorithm, LabelMap
+
+MUSCLE_HU = (-29.0, 150.0)
+BODY_HU = -500.0
+
+
+def body_mask(hu: np.ndarray) -> np.ndarray:
+    """The patient's body: the largest connected region denser than air, holes filled per slice."""
+    dense = hu > BODY_HU
+    labelled, count = ndimage.label(dense)
+    if count == 0:
+        return dense
+    sizes = ndimage.sum_labels(dense, labelled, index=np.arange(1, count + 1))
+    body = labelled == (int(np.argmax(sizes)) + 1)
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return body
+
+
+class ThresholdMuscleEngine:
+    algorithm = Algorithm(
+        name="myonode-hu-threshold",
+        version="0.1.0",
+        family=codes.cid7162.MorphologicalOperations,
+        kind="classical",
+        intended_use="demo",
+        parameters={"muscle_hu_min": str(MUSCLE_HU[0]), "muscle_hu_max": str(MUSCLE_HU[1])},
+    )
+
+    def segment(self, volume: Volume) -> LabelMap:
+        hu = volume.array
+        mask = body_mask(hu) & (hu >= MUSCLE_HU[0]) & (hu <= MUSCLE_HU[1])
+        return LabelMap(
+            labels=mask.astype(np.uint8),
+            structures={1: MUSCLE_DENSITY_TISSUE},
+            notes=[
+                "Attenuation threshold only: organs and vessels of muscle density are included."
+            ],
+        )

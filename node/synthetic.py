@@ -1,0 +1,153 @@
+"""Generated CT data: an analytic abdomen phantom and a writer for CT Image Storage series.
+
+Used by `myonode demo` when no real CT is at hand and by tests that must not depend on
+shared data. The writer also turns a real NIfTI volume into a DICOM series.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
+
+from .uids import derived_uid
+from .volume import Geometry
+
+RESCALE_INTERCEPT = -1024
+
+
+@dataclass(frozen=True)
+class Patient:
+    patient_id: str = "MYO-PHANTOM-1"
+    name: str = "Phantom^Abdomen"
+    sex: str | None = "F"
+    age_years: int | None = 63
+    height_m: float | None = 1.65
+    weight_kg: float | None = 68.0
+
+
+def abdomen_phantom(
+    shape: tuple[int, int, int] = (24, 160, 160), pixel_mm: float = 2.0, slice_mm: float = 3.0
+) -> tuple[np.ndarray, Geometry]:
+    """An elliptical abdomen in HU: fat, a muscle wall, paraspinal and psoas muscles, a
+    liver-like organ and a vertebral body. Returns (array [k, j, i], LPS geometry)."""
+    nk, nj, ni = shape
+    j, i = np.mgrid[0:nj, 0:ni].astype(float)
+    cj, ci = nj / 2, ni / 2
+    r = lambda a, b, oj=0.0, oi=0.0: ((j - cj - oj) / a) ** 2 + ((i - ci - oi) / b) ** 2  # noqa: E731
+    body = r(nj * 0.36, ni * 0.45) <= 1
+    inner = r(nj * 0.33, ni * 0.42) <= 1
+    cavity = r(nj * 0.28, ni * 0.37) <= 1
+    slice_hu = np.full((nj, ni), -1000.0)
+    slice_hu[body] = -100.0  # subcutaneous fat
+    slice_hu[inner & ~cavity] = 45.0  # abdominal wall muscle
+    slice_hu[cavity] = -80.0  # visceral fat
+    liver = r(nj * 0.14, ni * 0.15, -nj * 0.05, -ni * 0.18) <= 1
+    slice_hu[liver] = 60.0
+    vertebra = r(nj * 0.05, ni * 0.05, nj * 0.12, 0) <= 1
+    for side in (-1, 1):
+        slice_hu[r(nj * 0.06, ni * 0.05, nj * 0.2, side * ni * 0.06) <= 1] = 50.0  # erector spinae
+        slice_hu[r(nj * 0.05, ni * 0.035, nj * 0.1, side * ni * 0.1) <= 1] = 42.0  # psoas
+    slice_hu[vertebra] = 400.0
+    rng = np.random.default_rng(0)
+    array = np.repeat(slice_hu[np.newaxis], nk, axis=0)
+    array += rng.normal(0, 8, size=array.shape)
+    array[:, ~body] = -1000.0
+    geometry = Geometry(
+        origin=np.array([-(ni / 2) * pixel_mm, -(nj / 2) * pixel_mm, -nk * slice_mm]),
+        directions=np.eye(3),
+        spacing=np.array([pixel_mm, pixel_mm, slice_mm]),
+    )
+    return array.astype(np.float32), geometry
+
+
+def write_ct_series(
+    hu: np.ndarray,
+    geometry: Geometry,
+    out_dir: Path,
+    patient: Patient = Patient(),
+    seed: str = "phantom",
+    extra: Mapping[str, object] | None = None,
+) -> list[Path]:
+    """Write `hu` ([k, j, i]) as CT Image Storage files with valid, seed-derived UIDs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    study_uid = derived_uid(seed, "study")
+    series_uid = derived_uid(seed, "series")
+    frame_uid = derived_uid(seed, "frame")
+    today = dt.date(2026, 1, 15)
+    row_dir, col_dir = geometry.directions[:, 0], geometry.directions[:, 1]
+    stored = np.clip(np.rint(hu) - RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
+    paths = []
+    for k in range(hu.shape[0]):
+        sop_uid = derived_uid(seed, "instance", str(k))
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = today.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+        ds.AccessionNumber = "MYO0001"
+        ds.Modality = "CT"
+        ds.Manufacturer = "myonode synthetic"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = "CT ABDOMEN"
+        ds.SeriesDescription = "Abdomen 3.0 B30f"
+        ds.PatientName = patient.name
+        ds.PatientID = patient.patient_id
+        ds.PatientSex = patient.sex or ""
+        ds.PatientBirthDate = ""
+        if patient.age_years is not None:
+            ds.PatientBirthDate = f"{today.year - patient.age_years}0101"
+            ds.PatientAge = f"{patient.age_years:03d}Y"
+        if patient.height_m is not None:
+            ds.PatientSize = f"{patient.height_m:.2f}"
+        if patient.weight_kg is not None:
+            ds.PatientWeight = f"{patient.weight_kg:.1f}"
+        ds.BodyPartExamined = "ABDOMEN"
+        ds.SliceThickness = f"{geometry.spacing[2]:g}"
+        ds.KVP = "120"
+        ds.ConvolutionKernel = "B30f"
+        ds.PatientPosition = "FFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        position = geometry.index_to_lps(np.array([0, 0, k]))[0]
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{position[2]:.4f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+        ds.PixelSpacing = [f"{geometry.spacing[1]:g}", f"{geometry.spacing[0]:g}"]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = str(RESCALE_INTERCEPT)
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        for keyword, value in (extra or {}).items():
+            setattr(ds, keyword, value)
+        ds.PixelData = stored[k].tobytes()
+        path = out_dir / f"CT{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

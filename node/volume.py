@@ -1,0 +1,171 @@
+"""Image volumes with their patient geometry, built from DICOM series or NIfTI files.
+
+Arrays are indexed ``[k, j, i]`` = (slice, row, column). `Geometry` maps voxel indices to
+DICOM patient coordinates (LPS, millimetres) exactly as PS3.3 C.7.6.2.1.1 defines them, so a
+label map computed on the array lands on the right pixels of the source images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class VolumeError(ValueError):
+    """A series cannot be assembled into one regular volume; the message says why."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid in patient space: origin of voxel (0,0,0), unit axes and spacing per axis.
+
+    `directions[:, 0]` is the direction of increasing column index i (DICOM row direction,
+    first triplet of ImageOrientationPatient), `[:, 1]` of increasing row index j, and
+    `[:, 2]` of increasing slice index k. `spacing` is (i, j, k) in mm.
+    """
+
+    origin: np.ndarray
+    directions: np.ndarray
+    spacing: np.ndarray
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 matrix taking (i, j, k, 1) to LPS millimetres."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = self.directions * self.spacing[np.newaxis, :]
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.directions)) * np.prod(self.spacing))
+
+    def ras_affine(self) -> np.ndarray:
+        """The affine a NIfTI file stores for the array transposed to (i, j, k)."""
+        return LPS_TO_RAS @ self.affine
+
+    @classmethod
+    def from_affine(cls, affine: np.ndarray) -> Geometry:
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        return cls(
+            origin=np.asarray(affine[:3, 3], dtype=float),
+            directions=affine[:3, :3] / spacing[np.newaxis, :],
+            spacing=spacing,
+        )
+
+    def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
+        ijk = np.atleast_2d(ijk).astype(float)
+        return ijk @ (self.directions * self.spacing).T + self.origin
+
+
+@dataclass
+class Volume:
+    """A scalar volume, its geometry and (for DICOM sources) the headers of its slices.
+
+    `datasets[k]` is the header of slice k, pixel data removed, in array order; encoders use
+    them to reference the source images.
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    datasets: list[Dataset] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+
+def _slice_normal(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    row = np.asarray(orientation[:3], dtype=float)
+    col = np.asarray(orientation[3:], dtype=float)
+    return row, col, np.cross(row, col)
+
+
+def volume_from_datasets(
+    datasets: Sequence[Dataset],
+    orientation_tolerance: float = 1e-3,
+    spacing_tolerance_mm: float = 0.05,
+) -> Volume:
+    """Assemble single-frame slices of one series into a regular volume.
+
+    Slices are ordered along the slice normal. Refuses (VolumeError) mixed orientation or
+    matrix sizes, duplicated positions and non-uniform spacing instead of guessing.
+    """
+    if not datasets:
+        raise VolumeError("no slices")
+    first = datasets[0]
+    for ds in datasets:
+        if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+            raise VolumeError("multi-frame images are not assembled by this loader")
+        for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+            if keyword not in ds or not ds.get(keyword):
+                raise VolumeError(f"slice {ds.get('SOPInstanceUID', '?')} has no {keyword}")
+    orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
+    row, col, normal = _slice_normal(orientation)
+    for ds in datasets[1:]:
+        if (
+            np.max(np.abs(np.asarray(ds.ImageOrientationPatient, float) - orientation))
+            > orientation_tolerance
+        ):
+            raise VolumeError("slices have different ImageOrientationPatient")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            raise VolumeError("slices have different matrix sizes")
+        if (
+            np.max(
+                np.abs(np.asarray(ds.PixelSpacing, float) - np.asarray(first.PixelSpacing, float))
+            )
+            > 1e-4
+        ):
+            raise VolumeError("slices have different PixelSpacing")
+    positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in datasets])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    ordered = [datasets[i] for i in order]
+    gaps = np.diff(along)
+    if np.any(gaps < 1e-3):
+        raise VolumeError("duplicated slice positions")
+    if len(gaps) and np.max(np.abs(gaps - np.median(gaps))) > spacing_tolerance_mm:
+        raise VolumeError(f"non-uniform slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm)")
+    slice_spacing = (
+        float(np.median(gaps)) if len(gaps) else float(first.get("SliceThickness") or 1.0)
+    )
+    pixel_spacing = np.asarray(first.PixelSpacing, dtype=float)  # (row spacing, column spacing)
+    geometry = Geometry(
+        origin=positions[order[0]],
+        directions=np.stack([row, col, normal], axis=1),
+        spacing=np.array([pixel_spacing[1], pixel_spacing[0], slice_spacing]),
+    )
+    array = np.empty((len(ordered), int(first.Rows), int(first.Columns)), dtype=np.float32)
+    for k, ds in enumerate(ordered):
+        array[k] = apply_modality_lut(ds.pixel_array, ds)
+        del ds.PixelData
+    return Volume(array=array, geometry=geometry, datasets=list(ordered))
+
+
+def load_series(paths: Sequence[Path]) -> Volume:
+    """Read and assemble the files of one series."""
+    return volume_from_datasets([pydicom.dcmread(path) for path in paths])
+
+
+def load_nifti(path: Path) -> Volume:
+    """A NIfTI image as a Volume in LPS geometry (array indexed [k, j, i])."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    directions = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    geometry = Geometry(
+        origin=np.asarray(image.GetOrigin(), dtype=float),
+        directions=directions,
+        spacing=np.asarray(image.GetSpacing(), dtype=float),
+    )
+    return Volume(array=array, geometry=geometry)

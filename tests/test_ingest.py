@@ -1,0 +1,123 @@
+"""Validation and storage of single instances, without the network."""
+
+import io
+import logging
+
+import pydicom
+import pytest
+from conftest import make_settings
+from myonode.index import Index
+from myonode.ingest import Ingestor, Status
+
+
+def encode(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def ingestor(tmp_path):
+    settings = make_settings(tmp_path)
+    return Ingestor(settings, Index(settings.index_path))
+
+
+def test_stores_bytes_as_received_and_indexes(ingestor, ct_series):
+    data = ct_series[0].read_bytes()
+    outcome = ingestor.ingest(data, calling_aet="SCANNER")
+    assert outcome.ok and not outcome.duplicate
+    row = ingestor.index.query("SELECT * FROM instances")[0]
+    assert row["sop_uid"] == outcome.sop_uid
+    assert row["calling_aet"] == "SCANNER"
+    with open(row["path"], "rb") as stored:
+        assert stored.read() == data
+    study = ingestor.index.study(outcome.study_uid)
+    assert study["change_seq"] == 1 and study["patient_sex"] == "F"
+
+
+def test_duplicate_is_idempotent_and_changed_content_replaces(ingestor, ct_series):
+    data = ct_series[0].read_bytes()
+    first = ingestor.ingest(data)
+    again = ingestor.ingest(data)
+    assert again.ok and again.duplicate
+    assert ingestor.index.study(first.study_uid)["change_seq"] == 1
+    ds = pydicom.dcmread(ct_series[0])
+    ds.SeriesDescription = "corrected"
+    replaced = ingestor.ingest(encode(ds))
+    assert replaced.ok and not replaced.duplicate
+    assert ingestor.index.study(first.study_uid)["change_seq"] == 2
+    assert len(ingestor.index.query("SELECT * FROM instances")) == 1
+
+
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_empty_uid_is_refused_with_reason(ingestor, ct_series, keyword, caplog):
+    ds = pydicom.dcmread(ct_series[0])
+    setattr(ds, keyword, "")
+    with caplog.at_level(logging.WARNING):
+        outcome = ingestor.ingest(encode(ds), calling_aet="MODALITY")
+    assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert keyword in outcome.reason
+    assert keyword in caplog.text and "MODALITY" in caplog.text
+    assert not ingestor.index.query("SELECT * FROM instances")
+
+
+def test_real_series_with_empty_uids_is_refused(ingestor, shared_data):
+    for path in sorted((shared_data / "ct" / "totalseg_dicom_series").iterdir()):
+        outcome = ingestor.ingest(path.read_bytes())
+        assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        assert "StudyInstanceUID" in outcome.reason
+    assert not ingestor.index.query("SELECT * FROM instances")
+
+
+def test_image_without_pixel_data_is_refused(ingestor, ct_series):
+    ds = pydicom.dcmread(ct_series[0])
+    del ds.PixelData
+    outcome = ingestor.ingest(encode(ds))
+    assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert "Pixel Data" in outcome.reason
+
+
+def test_truncated_pixel_data_is_refused(ingestor, ct_series):
+    ds = pydicom.dcmread(ct_series[0])
+    ds.PixelData = ds.PixelData[:100]
+    outcome = ingestor.ingest(encode(ds))
+    assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert "bytes" in outcome.reason
+
+
+def test_absurd_frame_count_is_refused(ingestor, ct_series):
+    ds = pydicom.dcmread(ct_series[0])
+    ds.NumberOfFrames = 1_000_000
+    outcome = ingestor.ingest(encode(ds))
+    assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+
+
+def test_garbage_cannot_be_understood(ingestor):
+    outcome = ingestor.ingest(b"\0" * 128 + b"DICM" + b"\xff" * 50)
+    assert outcome.status == Status.CANNOT_UNDERSTAND
+    assert ingestor.ingest(b"not dicom at all").status == Status.CANNOT_UNDERSTAND
+
+
+def test_unsupported_sop_class(ingestor, ct_series):
+    ds = pydicom.dcmread(ct_series[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
+    outcome = ingestor.ingest(encode(ds))
+    assert outcome.status == Status.SOP_CLASS_NOT_SUPPORTED
+
+
+def test_command_and_dataset_must_agree(ingestor, ct_series):
+    outcome = ingestor.ingest(ct_series[0].read_bytes(), command_sop_instance="1.2.3.4")
+    assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert "differs" in outcome.reason
+
+
+def test_size_limit_and_free_space_reserve(tmp_path, ct_series):
+    small = make_settings(tmp_path, **{"dicom.max_instance_mb": 1})
+    ds = pydicom.dcmread(ct_series[0])
+    ds.Rows = ds.Columns = 1024
+    ds.PixelData = b"\0\0" * 1024 * 1024
+    outcome = Ingestor(small, Index(small.index_path)).ingest(encode(ds))
+    assert outcome.status == Status.OUT_OF_RESOURCES and "max_instance_mb" in outcome.reason
+    full = make_settings(tmp_path, **{"storage.min_free_mb": 2**40})
+    outcome = Ingestor(full, Index(full.index_path)).ingest(ct_series[0].read_bytes())
+    assert outcome.status == Status.OUT_OF_RESOURCES and "reserve" in outcome.reason
