@@ -7,6 +7,7 @@ import sys
 
 import pydicom
 import yaml
+
 from support import Storescp, free_port, wait_for_port
 
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from myonode.config import ConfigError, dump_settings, load_settings
 
 

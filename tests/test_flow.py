@@ -13,11 +13,13 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from conftest import make_settings
+from pydicom.sr.codedict import codes
+
 from myonode.scu import describe, send_files
 from myonode.synthetic import abdomen_phantom, write_ct_series
 from myonode.volume import load_series
-from pydicom.sr.codedict import codes
+
+from conftest import make_settings
 from support import Storescp, free_port, received_modalities, wait_for_port, wait_until
 
 

@@ -5,9 +5,11 @@ import logging
 
 import pydicom
 import pytest
-from conftest import make_settings
+
 from myonode.index import Index
 from myonode.ingest import Ingestor, Status
+
+from conftest import make_settings
 
 
 def encode(ds: pydicom.Dataset) -> bytes:

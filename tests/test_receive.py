@@ -5,9 +5,11 @@ import subprocess
 
 import pydicom
 import pytest
-from myonode.scu import describe, send_files
 from pydicom.uid import JPEG2000Lossless, RLELossless
 from pynetdicom import AE
+
+from myonode.scu import describe, send_files
+
 from support import require_tool
 
 
@@ -94,8 +96,9 @@ def test_free_space_reserve_gives_a700(tmp_path, node_factory, ct_series):
 
 def test_real_disk_full_gives_a700(tmp_path, node_factory):
     """A real, small tmpfs fills up: ENOSPC must become 0xA700, never a false success."""
-    from conftest import make_settings
     from myonode.synthetic import abdomen_phantom, write_ct_series
+
+    from conftest import make_settings
 
     array, geometry = abdomen_phantom(shape=(12, 256, 256))
     ct_series = write_ct_series(array, geometry, tmp_path / "big", seed="disk-full")

@@ -1,6 +1,7 @@
 import errno
 
 import pytest
+
 from myonode.storage import (
     OutOfSpace,
     ensure_free_space,

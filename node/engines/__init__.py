@@ -37,11 +37,18 @@ class Algorithm:
 
 @dataclass
 class LabelMap:
-    """An engine's output: one integer label per voxel and what each label means."""
+    """An engine's output: one integer label per voxel and what each label means.
+
+    `landmarks` carries what the engine found about the anatomy, for measurement: slice
+    indices (k) such as ``l3_slice``, ``region_top_slice``/``region_bottom_slice`` (the
+    measured region, inclusive) and anything else an engine documents. `notes` are
+    sentences for the report (limits, partial field of view, ...).
+    """
 
     labels: np.ndarray
     structures: dict[int, Structure]
     notes: list[str] = field(default_factory=list)
+    landmarks: dict[str, int | float] = field(default_factory=dict)
 
 
 class SegmentationEngine(Protocol):
