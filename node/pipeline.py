@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .encode import Device, OutputIdentity, add_absent_type2
 from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
 from .engines import SegmentationEngine
-from .engines.threshold import ThresholdMuscleEngine
+from .engines import create as create_engine
 from .measure import StructureMeasurements, measure_structures
 from .storage import write_durably
 from .volume import load_series
@@ -28,25 +28,27 @@ from .volume import load_series
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A named measurement pipeline: engine, coded procedure and output numbering."""
+    """A named measurement pipeline: default engine, coded procedure and output numbering."""
 
     name: str
-    engine_factory: Callable[[], SegmentationEngine]
+    engine: str  # engine spec, see engines.create
     procedure: Code
     series_number_base: int
-
-    def version(self, engine: SegmentationEngine) -> str:
-        return f"{engine.algorithm.name}-{engine.algorithm.version}"
 
 
 PIPELINES: dict[str, Pipeline] = {
     "ct_muscle": Pipeline(
         name="ct_muscle",
-        engine_factory=ThresholdMuscleEngine,
+        engine="threshold",
         procedure=codes.cid100.CTUnspecifiedBodyRegion,
         series_number_base=9100,
     ),
 }
+
+
+def pipeline_version(engine: SegmentationEngine) -> str:
+    """What output UIDs are derived from, with the source series: the engine and its version."""
+    return f"{engine.algorithm.name}-{engine.algorithm.version}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,11 @@ def _save(dataset: Dataset, path: Path) -> None:
 
 
 class Runner:
-    """Runs pipeline jobs with resident engines; safe to share between worker threads."""
+    """Runs pipeline jobs with resident engines; safe to share between worker threads.
+
+    Engines are created on first use and kept, keyed by engine spec, for the life of the
+    runner: a model is loaded once per worker process, not once per job.
+    """
 
     def __init__(self, device: Device | None = None) -> None:
         self.device = device or Device()
@@ -93,14 +99,15 @@ class Runner:
         self.engine_loads = 0
 
     def engine(self, pipeline: str) -> SegmentationEngine:
+        spec = PIPELINES[pipeline].engine
         with self._lock:
-            if pipeline not in self._engines:
-                self._engines[pipeline] = PIPELINES[pipeline].engine_factory()
+            if spec not in self._engines:
+                self._engines[spec] = create_engine(spec)
                 self.engine_loads += 1
-            return self._engines[pipeline]
+            return self._engines[spec]
 
     def version(self, pipeline: str) -> str:
-        return PIPELINES[pipeline].version(self.engine(pipeline))
+        return pipeline_version(self.engine(pipeline))
 
     def run(
         self,
@@ -120,7 +127,7 @@ class Runner:
         identity = OutputIdentity(
             source_series_uid=str(volume.datasets[0].SeriesInstanceUID),
             pipeline=pipeline.name,
-            pipeline_version=pipeline.version(engine),
+            pipeline_version=pipeline_version(engine),
             series_number_base=pipeline.series_number_base,
         )
         seg = build_segmentation(volume, label_map, engine.algorithm, identity, self.device)

@@ -7,6 +7,7 @@ Engines are created once per worker and kept resident between jobs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -55,3 +56,30 @@ class SegmentationEngine(Protocol):
     algorithm: Algorithm
 
     def segment(self, volume: Volume) -> LabelMap: ...
+
+
+class EngineError(ValueError):
+    """An engine specification cannot be resolved (unknown name, missing bundle, ...)."""
+
+
+# name -> factory(argument). A spec is "name" or "name:argument", e.g. "threshold",
+# "bundle:/srv/bundles/ct_muscle". Modules register their engines at import.
+_FACTORIES: dict[str, Callable[[str | None], SegmentationEngine]] = {}
+
+
+def register(name: str, factory: Callable[[str | None], SegmentationEngine]) -> None:
+    _FACTORIES[name] = factory
+
+
+def create(spec: str) -> SegmentationEngine:
+    """Build the engine an engine spec names."""
+    name, _, argument = spec.partition(":")
+    _load_builtin_engines()
+    if name not in _FACTORIES:
+        known = ", ".join(sorted(_FACTORIES))
+        raise EngineError(f"unknown engine {name!r} in {spec!r}; known engines: {known}")
+    return _FACTORIES[name](argument or None)
+
+
+def _load_builtin_engines() -> None:
+    from . import threshold  # noqa: F401  (registers itself)

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from ..anatomy import MUSCLE_DENSITY_TISSUE
 from ..volume import Volume
-from . import Algorithm, LabelMap
+from . import Algorithm, LabelMap, register
 
 MUSCLE_HU = (-29.0, 150.0)
 BODY_HU = -500.0
@@ -52,3 +52,6 @@ class ThresholdMuscleEngine:
                 "Attenuation threshold only: organs and vessels of muscle density are included."
             ],
         )
+
+
+register("threshold", lambda _argument: ThresholdMuscleEngine())
