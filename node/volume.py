@@ -71,12 +71,14 @@ class Volume:
     """A scalar volume, its geometry and (for DICOM sources) the headers of its slices.
 
     `datasets[k]` is the header of slice k, pixel data removed, in array order; encoders use
-    them to reference the source images.
+    them to reference the source images. `channels` holds further co-registered images on the
+    same grid, by role (e.g. ``"fat"`` beside a Dixon water image in `array`).
     """
 
     array: np.ndarray
     geometry: Geometry
     datasets: list[Dataset] = field(default_factory=list)
+    channels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:
