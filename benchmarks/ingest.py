@@ -106,6 +106,7 @@ def bench_node(workdir: Path, files: list[Path]) -> float:
         yaml.safe_dump(
             {
                 "dicom": {"port": port, "bind": "127.0.0.1"},
+                "http": {"port": 0},
                 "storage": {"data_dir": str(workdir / "node"), "min_free_mb": 0},
                 "assemble": {"quiet_seconds": 3600},
             }

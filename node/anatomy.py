@@ -33,6 +33,7 @@ class Structure:
     category: Code
     property_type: Code
     laterality: Code | None = None
+    muscle: bool = True  # counts towards total skeletal muscle (e.g. the L3 CSA)
 
     @property
     def side(self) -> str | None:
@@ -110,6 +111,7 @@ MUSCLE_DENSITY_TISSUE = Structure(
     name="Muscle-density tissue (-29 to 150 HU)",
     category=TISSUE,
     property_type=MUSCLE_DENSITY_TISSUE_CODE,
+    muscle=False,
 )
 
 STRUCTURES: dict[str, Structure] = {

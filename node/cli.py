@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import re
@@ -247,6 +248,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _records_table(records) -> Table:
+    table = Table(title="Results")
+    for column in ("patient", "study date", "study", "pipeline", "structure", "quantity"):
+        table.add_column(column)
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for r in records:
+        value = r.text if r.value is None else f"{r.value:.6g}"
+        table.add_row(
+            r.patient_id,
+            r.study_date,
+            r.study_uid,
+            r.pipeline,
+            r.structure or "(study)",
+            r.quantity,
+            escape(value or ""),
+            escape(r.unit),
+        )
+    return table
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import ResultFilter, as_dicts, records_csv
+
+    wanted = ResultFilter(
+        args.patient,
+        args.study,
+        args.since,
+        args.until,
+        args.pipeline,
+        args.structure,
+        args.quantity,
+    )
+    if args.from_archive:
+        from .archive import Archive, ArchiveError
+
+        try:
+            records = Archive(args.from_archive).results(wanted)
+        except ArchiveError as exc:
+            err.print(f"[red]{exc}[/]")
+            return 1
+    else:
+        settings = _settings(args)
+        if not settings.index_path.exists():
+            err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+            return 1
+        records = Index(settings.index_path).query_results(wanted)
+    if args.format == "json":
+        print(json.dumps(as_dicts(records), indent=2))
+    elif args.format == "csv":
+        print(records_csv(records), end="")
+    else:
+        console.print(_records_table(records))
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(dump_settings(_settings(args)), end="")
     return 0
@@ -282,6 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--out", type=Path, required=True)
     process.set_defaults(func=cmd_process)
 
+    results = sub.add_parser("results", help="query measured results (index or archive)")
+    results.add_argument("--patient", help="PatientID")
+    results.add_argument("--study", help="StudyInstanceUID")
+    results.add_argument("--since", type=_date, help="first study date, YYYY-MM-DD")
+    results.add_argument("--until", type=_date, help="last study date, YYYY-MM-DD")
+    results.add_argument("--pipeline")
+    results.add_argument("--structure", help="e.g. psoas_left; '' for study-level values")
+    results.add_argument("--quantity", help="e.g. mass, volume, imi, l3_smi")
+    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.add_argument(
+        "--from-archive",
+        metavar="URL",
+        help="DICOMweb root of an archive: read the node's SRs from there",
+    )
+    results.set_defaults(func=cmd_results)
+
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("show", help="print the effective configuration").set_defaults(
@@ -296,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for library in ("pynetdicom", "highdicom"):
+    for library in ("pynetdicom", "highdicom", "dicomweb_client"):
         logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)

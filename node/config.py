@@ -85,6 +85,19 @@ class DispatchSettings(_Section):
     poll_seconds: float = Field(default=1.0, gt=0)
 
 
+class HttpSettings(_Section):
+    enabled: bool = True
+    bind: str = Field(default="127.0.0.1", description="REST API, dashboard and /metrics.")
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ArchiveSettings(_Section):
+    dicomweb_url: str | None = Field(
+        default=None,
+        description="DICOMweb root of the archive, searched for prior results of a patient.",
+    )
+
+
 class Settings(_Section):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -94,6 +107,8 @@ class Settings(_Section):
         default_factory=dict, description="AE title -> address of known peers."
     )
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @property
     def index_path(self) -> Path:

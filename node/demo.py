@@ -19,7 +19,7 @@ from .scu import describe, send_files
 from .service import Node
 from .shared_data import shared_data_dir
 from .synthetic import Patient, abdomen_phantom, write_ct_series
-from .volume import load_nifti
+from .volume import load_nifti, with_positive_axes
 
 PEER_AET = "DEMOPACS"
 
@@ -39,7 +39,7 @@ def make_study(directory: Path) -> tuple[list[Path], str]:
     shared = shared_data_dir()
     real = shared / "ct" / "upper_abdomen_ct.nii.gz" if shared else None
     if real is not None and real.exists():
-        volume = load_nifti(real)
+        volume = with_positive_axes(load_nifti(real))
         patient = Patient(
             patient_id="MYO-DEMO-REALCT",
             name="Demo^UpperAbdomenCT",
@@ -61,6 +61,7 @@ def demo_settings(out_dir: Path, peer_port: int, base: Settings | None = None) -
     return base.model_copy(
         update={
             "dicom": base.dicom.model_copy(update={"port": 0, "bind": "127.0.0.1"}),
+            "http": base.http.model_copy(update={"port": 0, "bind": "127.0.0.1"}),
             "storage": base.storage.model_copy(
                 update={"data_dir": out_dir / "node", "min_free_mb": 0}
             ),
@@ -103,7 +104,9 @@ def run_demo(out_dir: Path, timeout_s: float = 600.0) -> DemoOutcome:
             if counts["jobs"].get("failed"):
                 error = node.index.query("SELECT error FROM jobs WHERE state = 'failed'")[0][0]
                 return DemoOutcome(False, f"job failed: {error}", source, None, [], node.index)
-            if sorted(peer.modalities()) == ["SEG", "SR"] and not counts["outbox"].get("pending"):
+            if sorted(peer.modalities()) == ["DOC", "SEG", "SR"] and not counts["outbox"].get(
+                "pending"
+            ):
                 break
             time.sleep(0.2)
         else:

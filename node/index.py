@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .results import ResultFilter, ResultRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
@@ -86,7 +88,7 @@ CREATE TABLE IF NOT EXISTS results (
     job_id INTEGER NOT NULL REFERENCES jobs(id),
     study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, pipeline TEXT NOT NULL,
     structure TEXT NOT NULL, quantity TEXT NOT NULL,
-    value REAL, unit TEXT NOT NULL,
+    value REAL, unit TEXT NOT NULL, text TEXT,
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
@@ -380,13 +382,13 @@ class Index:
         job_id: int,
         outputs: Sequence[tuple[str, str, Path]],
         destinations: Sequence[str],
-        results: Sequence[tuple[str, str, float | None, str]],
+        results: Sequence[Any],
     ) -> None:
         """Mark a job done, queue its outputs for every destination and store its results.
 
-        `outputs` holds (sop_uid, sop_class_uid, path); `results` holds
-        (structure, quantity, value, unit). A re-run replaces earlier results and re-queues
-        the (deterministically identified) outputs instead of duplicating them.
+        `outputs` holds (sop_uid, sop_class_uid, path); `results` holds rows with structure,
+        quantity, value, unit and text (`results.ResultRow`). A re-run replaces earlier
+        results and re-queues the (deterministically identified) outputs, never duplicating.
         """
         now = time.time()
         with self.transaction() as conn:
@@ -418,20 +420,22 @@ class Index:
             )
             conn.executemany(
                 """INSERT INTO results (job_id, study_uid, series_uid, pipeline, structure,
-                       quantity, value, unit, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       quantity, value, unit, text, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     (
                         job_id,
                         job["study_uid"],
                         job["series_uid"],
                         job["pipeline"],
-                        structure,
-                        quantity,
-                        value,
-                        unit,
+                        row.structure,
+                        row.quantity,
+                        row.value,
+                        row.unit,
+                        row.text,
                         now,
                     )
-                    for structure, quantity, value, unit in results
+                    for row in results
                 ],
             )
             conn.execute(
@@ -445,6 +449,18 @@ class Index:
                 "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
                 (time.time(), error, job_id),
             )
+
+    def prior_masses(self, study_uid: str) -> list[sqlite3.Row]:
+        """Structure masses from earlier studies of the same patient, for change since prior."""
+        return self.query(
+            """SELECT r.study_uid, s.study_date, r.structure, r.value
+               FROM results r JOIN studies s ON s.study_uid = r.study_uid
+               JOIN studies current ON current.study_uid = ?
+               WHERE r.quantity = 'mass' AND r.study_uid != current.study_uid
+                 AND s.patient_id = current.patient_id AND current.patient_id != ''
+                 AND s.study_date < current.study_date""",
+            (study_uid,),
+        )
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -471,6 +487,48 @@ class Index:
                        next_attempt_at = ? WHERE id = ?""",
                 (error, next_attempt_at, outbox_id),
             )
+
+    def query_results(self, wanted: ResultFilter) -> list[ResultRecord]:
+        """Results joined with their study, filtered in SQL, in study and insertion order."""
+        clauses, params = [], []
+        for column, value in (
+            ("s.patient_id", wanted.patient_id),
+            ("r.study_uid", wanted.study_uid),
+            ("r.pipeline", wanted.pipeline),
+            ("r.structure", wanted.structure),
+            ("r.quantity", wanted.quantity),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if wanted.since is not None:
+            clauses.append("s.study_date >= ?")
+            params.append(wanted.since.strftime("%Y%m%d"))
+        if wanted.until is not None:
+            clauses.append("s.study_date <= ?")
+            params.append(wanted.until.strftime("%Y%m%d"))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.query(
+            f"""SELECT r.*, COALESCE(s.patient_id, '') AS patient_id,
+                       COALESCE(s.study_date, '') AS study_date
+                FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
+                {where} ORDER BY s.study_date, r.study_uid, r.id""",
+            params,
+        )
+        return [
+            ResultRecord(
+                row["study_uid"],
+                row["patient_id"],
+                row["study_date"],
+                row["pipeline"],
+                row["structure"],
+                row["quantity"],
+                row["value"],
+                row["unit"],
+                row["text"],
+            )
+            for row in rows
+        ]
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -1,6 +1,11 @@
-"""Pure measurement functions: label map + geometry (+ intensities) -> numbers.
+"""Pure per-structure measurements: label map + geometry (+ intensities) -> numbers.
 
 No I/O here, so every formula is unit-testable against hand-computed values.
+
+Conventions: volume in cm³ (= voxel count × voxel volume), mass in g (volume × 1.06 g/cm³,
+seed 000), cross-sectional area (CSA) in cm² per axial slice of the array (= voxel count in
+the slice × in-plane pixel area). CSA is reported only when the slices are axial; on a
+sagittal or coronal series a "slice area" is not a cross-section of the body.
 """
 
 from __future__ import annotations
@@ -14,19 +19,43 @@ from .anatomy import Structure
 from .volume import Geometry
 
 MUSCLE_DENSITY_G_PER_CM3 = 1.06  # skeletal muscle density used by seed 000
+AXIAL_COSINE = 0.95
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Mean and sample standard deviation of a quantity inside a structure."""
+
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class MaximumArea:
+    """The largest axial cross-section of a structure and where it lies."""
+
+    area_cm2: float
+    slice_index: int
+    z_mm: float
 
 
 @dataclass(frozen=True)
 class StructureMeasurements:
-    """Volume, mass and intensity statistics of one labelled structure."""
+    """Everything measured on one labelled structure.
+
+    `attenuation` is in HU (CT only); `fat_fraction` in percent (Dixon: fat / (water + fat)).
+    `area_at_l3_cm2` is the CSA on the L3 slice when the engine found it.
+    """
 
     structure: Structure
     label: int
     voxel_count: int
     volume_cm3: float
     mass_g: float
-    mean_intensity: float | None
-    sd_intensity: float | None
+    attenuation: Statistics | None = None
+    fat_fraction: Statistics | None = None
+    max_area: MaximumArea | None = None
+    area_at_l3_cm2: float | None = None
 
 
 def volume_cm3(voxel_count: int, voxel_volume_mm3: float) -> float:
@@ -37,32 +66,79 @@ def mass_g(volume: float, density_g_per_cm3: float = MUSCLE_DENSITY_G_PER_CM3) -
     return volume * density_g_per_cm3
 
 
+def statistics(values: np.ndarray) -> Statistics | None:
+    if values.size == 0:
+        return None
+    values = values.astype(np.float64)
+    return Statistics(float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0)
+
+
+def fat_fraction_percent(water: np.ndarray, fat: np.ndarray) -> np.ndarray:
+    """Signal fat fraction fat / (water + fat) in percent; 0 where both signals are 0."""
+    water = water.astype(np.float64)
+    fat = fat.astype(np.float64)
+    total = water + fat
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, 100.0 * fat / total, 0.0)
+
+
+def is_axial(geometry: Geometry) -> bool:
+    """Whether the array's slices are axial, i.e. their normal runs along patient z."""
+    return abs(float(geometry.directions[2, 2])) >= AXIAL_COSINE
+
+
+def slice_areas_cm2(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Area of `mask` in each slice k, in cm²."""
+    pixel_area_mm2 = float(geometry.spacing[0] * geometry.spacing[1])
+    counts = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    return counts * pixel_area_mm2 / 100.0
+
+
+def maximum_area(mask: np.ndarray, geometry: Geometry) -> MaximumArea | None:
+    """The slice with the largest cross-section (the most cranial one on ties)."""
+    if not is_axial(geometry) or not mask.any():
+        return None
+    areas = slice_areas_cm2(mask, geometry)
+    k = int(np.argmax(areas))
+    z = float(geometry.index_to_lps(np.array([0, 0, k]))[0][2])
+    return MaximumArea(float(areas[k]), k, z)
+
+
 def measure_structures(
     labels: np.ndarray,
     structures: Mapping[int, Structure],
     geometry: Geometry,
-    intensities: np.ndarray | None = None,
+    attenuation: np.ndarray | None = None,
+    water: np.ndarray | None = None,
+    fat: np.ndarray | None = None,
+    l3_slice: int | None = None,
 ) -> list[StructureMeasurements]:
-    """Measure every structure in `structures` (empty ones included, with zero volume)."""
+    """Measure every structure in `structures` (empty ones included, with zero volume).
+
+    Pass `attenuation` (HU) for CT, `water` and `fat` for Dixon MR, `l3_slice` when known.
+    """
     voxel_volume = geometry.voxel_volume_mm3
+    fractions = fat_fraction_percent(water, fat) if water is not None and fat is not None else None
+    axial = is_axial(geometry)
     measured = []
     for label, structure in structures.items():
         mask = labels == label
         count = int(np.count_nonzero(mask))
-        mean = sd = None
-        if intensities is not None and count:
-            values = intensities[mask].astype(np.float64)
-            mean, sd = float(values.mean()), float(values.std(ddof=1)) if count > 1 else 0.0
-        vol = volume_cm3(count, voxel_volume)
+        volume = volume_cm3(count, voxel_volume)
+        l3_area = None
+        if axial and l3_slice is not None and 0 <= l3_slice < labels.shape[0]:
+            l3_area = float(slice_areas_cm2(mask[l3_slice : l3_slice + 1], geometry)[0])
         measured.append(
             StructureMeasurements(
                 structure=structure,
                 label=label,
                 voxel_count=count,
-                volume_cm3=vol,
-                mass_g=mass_g(vol),
-                mean_intensity=mean,
-                sd_intensity=sd,
+                volume_cm3=volume,
+                mass_g=mass_g(volume),
+                attenuation=statistics(attenuation[mask]) if attenuation is not None else None,
+                fat_fraction=statistics(fractions[mask]) if fractions is not None else None,
+                max_area=maximum_area(mask, geometry),
+                area_at_l3_cm2=l3_area,
             )
         )
     return measured

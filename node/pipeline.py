@@ -9,19 +9,22 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from .assessment import Assessment, Prior, assess
 from .encode import Device, OutputIdentity, add_absent_type2
+from .encode.pdf import build_encapsulated_pdf, render_pdf
 from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
 from .engines import SegmentationEngine
 from .engines import create as create_engine
-from .measure import StructureMeasurements, measure_structures
+from .patient import patient_facts
+from .results import ResultRow, result_rows
 from .storage import write_durably
 from .volume import load_series
 
@@ -31,6 +34,7 @@ class Pipeline:
     """A named measurement pipeline: default engine, coded procedure and output numbering."""
 
     name: str
+    title: str
     engine: str  # engine spec, see engines.create
     procedure: Code
     series_number_base: int
@@ -39,6 +43,7 @@ class Pipeline:
 PIPELINES: dict[str, Pipeline] = {
     "ct_muscle": Pipeline(
         name="ct_muscle",
+        title="CT abdominal muscle",
         engine="threshold",
         procedure=codes.cid100.CTUnspecifiedBodyRegion,
         series_number_base=9100,
@@ -61,22 +66,10 @@ class OutputFile:
 @dataclass
 class JobOutput:
     files: list[OutputFile]
-    measurements: list[StructureMeasurements]
-    notes: list[str] = field(default_factory=list)
+    assessment: Assessment
 
-    def result_rows(self) -> list[tuple[str, str, float | None, str]]:
-        """(structure, quantity, value, unit) rows for the results index."""
-        rows = []
-        for m in self.measurements:
-            key = m.structure.key
-            rows += [
-                (key, "voxel_count", float(m.voxel_count), "{voxel}"),
-                (key, "volume", m.volume_cm3, "cm3"),
-                (key, "mass", m.mass_g, "g"),
-            ]
-            if m.mean_intensity is not None:
-                rows.append((key, "mean_attenuation", m.mean_intensity, "[hnsf'U]"))
-        return rows
+    def result_rows(self) -> list[ResultRow]:
+        return result_rows(self.assessment)
 
 
 def _save(dataset: Dataset, path: Path) -> None:
@@ -115,36 +108,61 @@ class Runner:
         paths: Sequence[Path],
         out_dir: Path,
         reasons: Sequence[str] = (),
+        priors: Sequence[Prior] = (),
+        notes: Sequence[str] = (),
     ) -> JobOutput:
+        """Segment one series, assess it, and write SEG (if anything was found), SR and PDF.
+
+        `notes` are sentences for the report from outside the pipeline (e.g. a failed prior
+        lookup), so a reader is never left to assume something that was not checked.
+        """
         pipeline = PIPELINES[pipeline_name]
         engine = self.engine(pipeline_name)
         volume = load_series(paths)
         add_absent_type2(volume.datasets)
         label_map = engine.segment(volume)
-        measurements = measure_structures(
-            label_map.labels, label_map.structures, volume.geometry, volume.array
+        source = volume.datasets[0]
+        assessment = assess(
+            volume, label_map, str(source.get("Modality", "")), patient_facts(source), priors
         )
+        assessment.notes.extend(notes)
         identity = OutputIdentity(
-            source_series_uid=str(volume.datasets[0].SeriesInstanceUID),
+            source_series_uid=str(source.SeriesInstanceUID),
             pipeline=pipeline.name,
             pipeline_version=pipeline_version(engine),
             series_number_base=pipeline.series_number_base,
         )
-        seg = build_segmentation(volume, label_map, engine.algorithm, identity, self.device)
+        numbers = segment_numbers(label_map)
+        seg = (
+            build_segmentation(volume, label_map, engine.algorithm, identity, self.device)
+            if numbers
+            else None
+        )
         sr = build_report(
             volume.datasets,
             seg,
-            segment_numbers(label_map),
-            measurements,
+            numbers,
+            assessment,
             engine.algorithm,
             identity,
             self.device,
             pipeline.procedure,
-            comments=[*(f"Series selection: {r}" for r in reasons), *label_map.notes],
+            reasons,
+        )
+        title = f"Muscle report: {pipeline.title}"
+        pdf = build_encapsulated_pdf(
+            render_pdf(volume, label_map, assessment, engine.algorithm, title),
+            source,
+            identity,
+            self.device,
+            title,
+            derived_from=[sr],
         )
         files = []
-        for name, dataset in (("seg.dcm", seg), ("sr.dcm", sr)):
+        for name, dataset in (("seg.dcm", seg), ("sr.dcm", sr), ("report.dcm", pdf)):
+            if dataset is None:
+                continue
             path = out_dir / name
             _save(dataset, path)
             files.append(OutputFile(str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), path))
-        return JobOutput(files=files, measurements=measurements, notes=list(label_map.notes))
+        return JobOutput(files=files, assessment=assessment)

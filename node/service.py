@@ -13,15 +13,20 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from .api import create_app
+from .archive import Archive, ArchiveError
 from .assemble import assemble_stable_studies
+from .assessment import Prior
 from .config import Settings
 from .dispatch import Dispatcher, destinations_for
 from .encode import Device
 from .index import Index
 from .ingest import Ingestor
+from .patient import patient_facts
 from .pipeline import Runner
 from .receive import Receiver
 from .storage import remove_stale_partials, safe_component
+from .webserver import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,36 @@ def results_dir_for(settings: Settings, job) -> Path:
     )
 
 
+def local_priors(index: Index, study_uid: str) -> list[Prior]:
+    """Masses this node measured on earlier studies of the patient."""
+    priors = []
+    for row in index.prior_masses(study_uid):
+        date = patient_facts({"StudyDate": row["study_date"]}).study_date
+        if date is not None and row["value"] is not None:
+            priors.append(Prior(row["study_uid"], date, row["structure"], row["value"]))
+    return priors
+
+
+def priors_for(settings: Settings, index: Index, study_uid: str) -> tuple[list[Prior], list[str]]:
+    """Earlier masses of the patient: this node's index, plus the archive when configured."""
+    priors, notes = local_priors(index, study_uid), []
+    study = index.study(study_uid)
+    url = settings.archive.dicomweb_url
+    date = patient_facts({"StudyDate": study["study_date"]}).study_date if study else None
+    if url and study and study["patient_id"] and date:
+        try:
+            known = {p.study_uid for p in priors}
+            priors += [
+                p
+                for p in Archive(url).priors(study["patient_id"], date)
+                if p.study_uid not in known
+            ]
+        except ArchiveError as exc:
+            log.warning("prior lookup failed: %s", exc)
+            notes.append(f"Prior results could not be looked up in the archive: {exc}.")
+    return priors, notes
+
+
 def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
     """Run one queued job, if any; return whether one ran."""
     job = index.claim_job()
@@ -42,11 +77,14 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
         return False
     try:
         paths = [row["path"] for row in index.series_instances(job["series_uid"])]
+        priors, notes = priors_for(settings, index, job["study_uid"])
         output = runner.run(
             job["pipeline"],
             paths,
             results_dir_for(settings, job),
             json.loads(job["reasons"] or "[]"),
+            priors=priors,
+            notes=notes,
         )
     except Exception as exc:
         log.error("job %d (%s) failed: %s", job["id"], job["pipeline"], exc)
@@ -74,6 +112,11 @@ class Node:
         self.runner = Runner(Device(serial_number=settings.dicom.ae_title))
         self.receiver = Receiver(settings.dicom, Ingestor(settings, self.index))
         self.dispatcher = Dispatcher(settings, self.index)
+        self.web = (
+            WebServer(create_app(self.index), settings.http.bind, settings.http.port)
+            if settings.http.enabled
+            else None
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -90,6 +133,9 @@ class Node:
         if requeued:
             log.info("re-queued %d jobs interrupted by a restart", requeued)
         self.receiver.start()
+        if self.web is not None:
+            self.web.start()
+            log.info("REST API on http://%s:%d/api/", self.settings.http.bind, self.web.port)
         loops: list[tuple[str, Callable[[], object], float]] = [
             (
                 "assemble",
@@ -124,6 +170,8 @@ class Node:
     def stop(self) -> None:
         self._stop.set()
         self.receiver.stop()
+        if self.web is not None:
+            self.web.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()

@@ -85,6 +85,33 @@ class Volume:
         return tuple(self.array.shape)  # type: ignore[return-value]
 
 
+def with_positive_axes(volume: Volume) -> Volume:
+    """The same image with each array axis flipped where it runs against patient L, P or S.
+
+    For an axis-aligned volume (e.g. a RAS NIfTI read into LPS) this gives the usual DICOM
+    axial orientation (ImageOrientationPatient 1/0/0/0/1/0, feet to head), so written slices
+    display the usual way up. Oblique volumes keep their geometry; only signs change.
+    """
+    origin = volume.geometry.origin.copy()
+    directions = volume.geometry.directions.copy()
+    flipped_array_axes = []
+    for axis in range(3):
+        dominant = int(np.argmax(np.abs(directions[:, axis])))
+        if directions[dominant, axis] >= 0:
+            continue
+        count = volume.array.shape[2 - axis]  # the array is indexed [k, j, i]
+        origin = origin + directions[:, axis] * volume.geometry.spacing[axis] * (count - 1)
+        directions[:, axis] = -directions[:, axis]
+        flipped_array_axes.append(2 - axis)
+
+    def flip(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.flip(array, axis=flipped_array_axes))
+
+    geometry = Geometry(origin=origin, directions=directions, spacing=volume.geometry.spacing)
+    channels = {role: flip(image) for role, image in volume.channels.items()}
+    return Volume(flip(volume.array), geometry, volume.datasets, channels)
+
+
 def _slice_normal(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     row = np.asarray(orientation[:3], dtype=float)
     col = np.asarray(orientation[3:], dtype=float)

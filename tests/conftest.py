@@ -33,6 +33,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
             "storage.min_free_mb": 0,
             "dicom.bind": "127.0.0.1",
             "dicom.port": 0,
+            "http.port": 0,
             "assemble.quiet_seconds": 0.5,
             "assemble.poll_seconds": 0.1,
             "dispatch.poll_seconds": 0.1,

@@ -94,3 +94,82 @@ def received_modalities(peer: Storescp) -> list[str]:
     import pydicom
 
     return sorted(str(pydicom.dcmread(p, stop_before_pixels=True).Modality) for p in peer.files())
+
+
+RESULT_MODALITIES = ["DOC", "SEG", "SR"]  # the PDF report, the segmentation, the SR
+
+
+class Orthanc:
+    """The Debian Orthanc server with its DICOMweb plugin, on loopback ports, stopped by PID."""
+
+    PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+
+    def __init__(self, directory: Path, ae_title: str = "ORTHANC", extra: dict | None = None):
+        require_tool("Orthanc")
+        if not (self.PLUGIN_DIR / "libOrthancDicomWeb.so").exists():
+            pytest.skip("orthanc-dicomweb is not installed (Debian package: see .ci/run)")
+        self.directory = directory
+        self.ae_title = ae_title
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.extra = extra or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def start(self) -> Orthanc:
+        import json
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "myonode-test",
+            "StorageDirectory": str(self.directory / "storage"),
+            "IndexDirectory": str(self.directory / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.ae_title,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpsCACertificates": "",
+            "Plugins": [str(self.PLUGIN_DIR / "libOrthancDicomWeb.so")],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            **self.extra,
+        }
+        path = self.directory / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2))
+        self.log = (self.directory / "orthanc.log").open("ab")
+        self.process = subprocess.Popen(
+            ["Orthanc", str(path)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        wait_for_port(self.http_port)
+        wait_for_port(self.dicom_port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+def sr_texts(dataset) -> list[str]:
+    """Every TEXT value in an SR content tree."""
+    found = []
+    for item in dataset.get("ContentSequence", []):
+        if "TextValue" in item:
+            found.append(str(item.TextValue))
+        found += sr_texts(item)
+    return found

@@ -8,7 +8,14 @@ import sys
 import pydicom
 import yaml
 
-from support import Storescp, free_port, wait_for_port
+from support import (
+    RESULT_MODALITIES,
+    Storescp,
+    free_port,
+    received_modalities,
+    wait_for_port,
+    wait_until,
+)
 
 
 def myonode(*args, env=None, timeout=600):
@@ -46,8 +53,8 @@ def test_process_folder_writes_seg_and_sr(tmp_path, ct_series):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "0xC000" in completed.stderr  # the text file was refused, with its status
     outputs = sorted(out.rglob("*.dcm"))
-    assert [p.name for p in outputs] == ["seg.dcm", "sr.dcm"]
-    assert pydicom.dcmread(outputs[0]).Modality == "SEG"
+    assert sorted(p.name for p in outputs) == ["report.dcm", "seg.dcm", "sr.dcm"]
+    assert sorted(pydicom.dcmread(p).Modality for p in outputs) == RESULT_MODALITIES
     assert "muscle_density_tissue" in completed.stdout
     status = myonode(
         "status", "--json", env={"MYONODE_STORAGE__DATA_DIR": str(out), "PATH": "/usr/bin:/bin"}
@@ -74,6 +81,7 @@ def test_send_serve_status(tmp_path, ct_series):
         yaml.safe_dump(
             {
                 "dicom": {"port": port, "bind": "127.0.0.1"},
+                "http": {"port": 0},
                 "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 0},
                 "assemble": {"quiet_seconds": 0.5, "poll_seconds": 0.2},
                 "peers": {"STORESCP": {"host": "127.0.0.1", "port": archive.port}},
@@ -93,9 +101,8 @@ def test_send_serve_status(tmp_path, ct_series):
         )
         assert sent.returncode == 0, sent.stderr
         assert f"sent {len(ct_series)} of {len(ct_series)}" in sent.stdout
-        from support import received_modalities, wait_until
 
-        wait_until(lambda: received_modalities(archive) == ["SEG", "SR"], timeout=120)
+        wait_until(lambda: received_modalities(archive) == RESULT_MODALITIES, timeout=120)
         status = myonode("--config", config, "status")
         assert status.returncode == 0
         assert "done" in status.stdout and "sent" in status.stdout
@@ -114,5 +121,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "SEG and SR delivered" in completed.stdout
     assert "mass" in completed.stdout
     received = sorted((out / "peer").glob("*.dcm"))
-    assert sorted(pydicom.dcmread(p).Modality for p in received) == ["SEG", "SR"]
+    assert sorted(pydicom.dcmread(p).Modality for p in received) == RESULT_MODALITIES
     shutil.rmtree(out)

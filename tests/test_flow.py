@@ -20,17 +20,15 @@ from myonode.synthetic import abdomen_phantom, write_ct_series
 from myonode.volume import load_series
 
 from conftest import make_settings
-from support import Storescp, free_port, received_modalities, wait_for_port, wait_until
-
-
-def sr_texts(dataset) -> list[str]:
-    """Every TEXT value in an SR content tree."""
-    found = []
-    for item in dataset.get("ContentSequence", []):
-        if "TextValue" in item:
-            found.append(str(item.TextValue))
-        found += sr_texts(item)
-    return found
+from support import (
+    RESULT_MODALITIES,
+    Storescp,
+    free_port,
+    received_modalities,
+    sr_texts,
+    wait_for_port,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -46,7 +44,7 @@ def test_seg_and_sr_come_back_and_agree(tmp_path, node_factory, ct_series, store
         [describe(p) for p in ct_series], storescp.ae_title, "MYONODE", "127.0.0.1", node.port
     )
     assert all(r.ok for r in results)
-    wait_until(lambda: received_modalities(storescp) == ["SEG", "SR"], timeout=120)
+    wait_until(lambda: received_modalities(storescp) == RESULT_MODALITIES, timeout=120)
 
     by_modality = {pydicom.dcmread(p).Modality: p for p in storescp.files()}
     seg = hd.seg.segread(by_modality["SEG"])
@@ -95,14 +93,14 @@ def test_destination_down_then_up_delivers_everything(tmp_path, node_factory, ct
 
     def failing_attempts():
         rows = node.index.query("SELECT * FROM outbox")
-        return len(rows) == 2 and all(r["attempts"] >= 2 and r["state"] == "pending" for r in rows)
+        return len(rows) == 3 and all(r["attempts"] >= 2 and r["state"] == "pending" for r in rows)
 
     wait_until(failing_attempts, timeout=60)
     assert "rejected or failed" in node.index.query("SELECT last_error FROM outbox")[0][0]
     peer = Storescp(tmp_path / "late-archive", ae_title="PACS", port=port).start()
     try:
-        wait_until(lambda: received_modalities(peer) == ["SEG", "SR"], timeout=60)
-        wait_until(lambda: node.index.counts()["outbox"] == {"sent": 2}, timeout=10)
+        wait_until(lambda: received_modalities(peer) == RESULT_MODALITIES, timeout=60)
+        wait_until(lambda: node.index.counts()["outbox"] == {"sent": 3}, timeout=10)
     finally:
         peer.stop()
 
@@ -116,7 +114,7 @@ def test_unknown_calling_ae_keeps_results_pending_with_reason(tmp_path, node_fac
     )
     error = node.index.query("SELECT last_error FROM outbox")[0][0]
     assert "NOBODY" in error and "peers" in error
-    assert node.index.counts()["outbox"] == {"pending": 2}
+    assert node.index.counts()["outbox"] == {"pending": 3}
 
 
 def test_late_arrival_reopens_study(tmp_path, node_factory, ct_series, storescp):
@@ -155,6 +153,7 @@ def test_kill_9_mid_transfer_loses_nothing_and_delivers_once(tmp_path, storescp)
         yaml.safe_dump(
             {
                 "dicom": {"port": port, "bind": "127.0.0.1"},
+                "http": {"port": 0},
                 "storage": {"data_dir": str(data_dir), "min_free_mb": 0},
                 "assemble": {"quiet_seconds": 4, "poll_seconds": 0.2},
                 "peers": {storescp.ae_title: {"host": "127.0.0.1", "port": storescp.port}},
@@ -210,9 +209,9 @@ def test_kill_9_mid_transfer_loses_nothing_and_delivers_once(tmp_path, storescp)
                 [describe(p) for p in series], storescp.ae_title, "MYONODE", "127.0.0.1", port
             )
         )
-        wait_until(lambda: received_modalities(storescp) == ["SEG", "SR"], timeout=120)
+        wait_until(lambda: received_modalities(storescp) == RESULT_MODALITIES, timeout=120)
         time.sleep(6)  # longer than the quiet period: a second processing would show up
-        assert received_modalities(storescp) == ["SEG", "SR"]
+        assert received_modalities(storescp) == RESULT_MODALITIES
         with sqlite3.connect(data_dir / "index.sqlite3") as db:
             assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == len(series)
             assert db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall() == [

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from .. import __version__
+from ..anatomy import PRIVATE_SCHEME
 from ..uids import derived_uid
 
 
@@ -66,3 +67,12 @@ def add_absent_type2(datasets: Sequence[Dataset]) -> None:
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
+
+
+def declare_private_scheme(dataset: Dataset) -> None:
+    """Identify the private coding scheme in the SOP Common module (PS3.3 C.12.1.1.3)."""
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+    scheme.CodingSchemeName = "myonode private concepts"
+    scheme.CodingSchemeResponsibleOrganization = "myonode project"
+    dataset.CodingSchemeIdentificationSequence = [scheme]

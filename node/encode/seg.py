@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from ..anatomy import Structure
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity
+from . import Device, OutputIdentity, declare_private_scheme
 
 SEG_SERIES_OFFSET = 0
 
@@ -34,8 +34,15 @@ def algorithm_identification(algorithm: Algorithm) -> hd.AlgorithmIdentification
 
 
 def segment_numbers(label_map: LabelMap) -> dict[int, int]:
-    """Label value -> segment number (1..N in label order, as PS3.3 C.8.20.2 requires)."""
-    return {label: n for n, label in enumerate(sorted(label_map.structures), start=1)}
+    """Label value -> segment number for every structure present in the label map.
+
+    Numbers run 1..N in label order, as PS3.3 C.8.20.2 requires. Structures the engine did
+    not find get no segment (a segment needs at least one frame); the SR lists them as not
+    found.
+    """
+    present = set(np.unique(label_map.labels).tolist())
+    labels = [label for label in sorted(label_map.structures) if label in present]
+    return {label: n for n, label in enumerate(labels, start=1)}
 
 
 def _segment_description(
@@ -69,16 +76,18 @@ def build_segmentation(
 ) -> Dataset:
     """A BINARY SEG of `label_map` referencing the slices of `volume`."""
     numbers = segment_numbers(label_map)
+    if not numbers:
+        raise ValueError("no structure was found; there is nothing to put in a SEG")
     lookup = np.zeros(int(label_map.labels.max(initial=0)) + 1, dtype=np.uint8)
     for label, number in numbers.items():
         if label < len(lookup):
             lookup[label] = number
     pixel_array = lookup[label_map.labels]
     descriptions = [
-        _segment_description(numbers[label], label_map.structures[label], algorithm, identity)
-        for label in sorted(label_map.structures)
+        _segment_description(number, label_map.structures[label], algorithm, identity)
+        for label, number in numbers.items()
     ]
-    return hd.seg.Segmentation(
+    segmentation = hd.seg.Segmentation(
         source_images=volume.datasets,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -95,3 +104,5 @@ def build_segmentation(
         content_label="MUSCLE",
         series_description=f"myonode {identity.pipeline} SEG ({algorithm.intended_use})"[:64],
     )
+    declare_private_scheme(segmentation)
+    return segmentation

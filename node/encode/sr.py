@@ -1,9 +1,16 @@
 """TID 1500 Measurement Report in a Comprehensive 3D SR (PS3.16 TID 1500, PS3.3 A.35.13).
 
-The observer is the device/algorithm; each structure is a TID 1411 volumetric ROI group that
-references its SEG segment and the source series, with coded measurements in UCUM units.
-Free-text context (algorithm, intended use, why this series) goes in the report-level
-Qualitative Evaluations container (TID 1500 row 12) as TEXT items.
+- Observer: the device/algorithm (TID 1004).
+- One TID 1411 volumetric ROI group per segmented structure, referencing its SEG segment and
+  the source series: volume, mass, mean/SD attenuation (CT) or fat fraction (Dixon), maximum
+  CSA and CSA at L3 (each referencing the source image of that slice), and the mass change
+  since a prior study.
+- TID 1501 groups for the derived indices, for each reference comparison (tracking identifier
+  ``reference:<quantity>``: value, z-score, percentile) and for the sarcopenia assessment
+  (coded conclusions per guideline).
+- A report-level Qualitative Evaluations container (TID 1500 row 12) with TEXT items: the
+  algorithm and intended use, why this series was measured, what was omitted and why, the
+  references used and the criteria evaluated.
 """
 
 from __future__ import annotations
@@ -15,102 +22,189 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from .. import codes as c
+from ..assessment import Assessment, Change
 from ..engines import Algorithm
 from ..measure import StructureMeasurements
-from . import Device, OutputIdentity
+from . import Device, OutputIdentity, declare_private_scheme
 
 SR_SERIES_OFFSET = 1
 
-MASS = Code("118538004", "SCT", "Mass")  # not codes.SCT.Mass (4147007 = mass lesion)
-MEAN_ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
-MEAN = Code("373098007", "SCT", "Mean")
-STANDARD_DEVIATION = Code("386136009", "SCT", "Standard Deviation")
-HOUNSFIELD = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
-CUBIC_CENTIMETER = Code("cm3", "UCUM", "cubic centimeter")
-GRAM = Code("g", "UCUM", "gram")
-QUALITATIVE_EVALUATIONS = Code("126010", "DCM", "Qualitative Evaluations")
-COMMENT = Code("121106", "DCM", "Comment")
-ALGORITHM_NAME = Code("111001", "DCM", "Algorithm Name")
 
-
-def _text(name: Code, value: str) -> hd.sr.TextContentItem:
+def _text(value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(
-        name=name, value=value[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=c.COMMENT, value=value[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
 
 
-def _measurements(item: StructureMeasurements) -> list[hd.sr.Measurement]:
+def _num(name: Code, value: float, unit: str, **kwargs) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=value, unit=c.ucum(unit), **kwargs)
+
+
+def _image(dataset: Dataset) -> list[hd.sr.SourceImageForMeasurement]:
+    return [hd.sr.SourceImageForMeasurement(dataset.SOPClassUID, dataset.SOPInstanceUID)]
+
+
+def _structure_measurements(
+    item: StructureMeasurements, sources: Sequence[Dataset], change: Change | None
+) -> list[hd.sr.Measurement]:
     measured = [
-        hd.sr.Measurement(name=codes.SCT.Volume, value=item.volume_cm3, unit=CUBIC_CENTIMETER),
-        hd.sr.Measurement(name=MASS, value=item.mass_g, unit=GRAM),
+        _num(c.VOLUME, item.volume_cm3, "cm3"),
+        _num(c.MASS, item.mass_g, "g"),
     ]
-    if item.mean_intensity is not None:
+    for concept, stats, unit in (
+        (c.ATTENUATION, item.attenuation, "[hnsf'U]"),
+        (c.FAT_FRACTION, item.fat_fraction, "%"),
+    ):
+        if stats is not None:
+            measured.append(_num(concept, stats.mean, unit, derivation=c.MEAN))
+            measured.append(_num(concept, stats.sd, unit, derivation=c.STANDARD_DEVIATION))
+    if item.max_area is not None:
         measured.append(
-            hd.sr.Measurement(
-                name=MEAN_ATTENUATION,
-                value=item.mean_intensity,
-                unit=HOUNSFIELD,
-                derivation=MEAN,
+            _num(
+                c.AREA,
+                item.max_area.area_cm2,
+                "cm2",
+                derivation=c.MAXIMUM,
+                referenced_images=_image(sources[item.max_area.slice_index]),
             )
         )
-    if item.sd_intensity is not None:
-        measured.append(
-            hd.sr.Measurement(
-                name=MEAN_ATTENUATION,
-                value=item.sd_intensity,
-                unit=HOUNSFIELD,
-                derivation=STANDARD_DEVIATION,
-            )
-        )
+    if item.area_at_l3_cm2 is not None:
+        measured.append(_num(c.AREA_AT_L3, item.area_at_l3_cm2, "cm2"))
+    if change is not None:
+        measured.append(_num(c.MASS_CHANGE, change.change_g, "g"))
+        if change.rate_g_per_year is not None:
+            measured.append(_num(c.MASS_CHANGE_RATE, change.rate_g_per_year, "g/a"))
     return measured
+
+
+def _derived_measurement(key: str, value: float, unit: str) -> hd.sr.Measurement:
+    concept, site = c.DERIVED[key]
+    return _num(concept, value, unit, finding_sites=[hd.sr.FindingSite(site)] if site else None)
+
+
+def _group(
+    identity: OutputIdentity, identifier: str, **kwargs
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=identity.uid("tracking", identifier), identifier=identifier
+        ),
+        **kwargs,
+    )
+
+
+def _statements(assessment: Assessment, algorithm: Algorithm, reasons: Sequence[str]) -> list[str]:
+    statements = [f"Algorithm: {algorithm.label}.", intended_use_statement(algorithm)]
+    statements += [f"Series selection: {r}" for r in reasons]
+    statements += assessment.notes
+    missing = [s.structure.name for s in assessment.structures if s.voxel_count == 0]
+    if missing:
+        statements.append("Not found in the image: " + ", ".join(missing) + ".")
+    for comparison in assessment.comparisons:
+        statements.append(
+            f"Reference for {comparison.quantity}: {comparison.reference.describe()} "
+            f"{comparison.unit}; z = {comparison.z_score:.2f}, percentile "
+            f"{comparison.percentile:.0f} (normal approximation)."
+        )
+    for change in assessment.changes:
+        rate = (
+            f", {change.rate_g_per_year:+.1f} g/year" if change.rate_g_per_year is not None else ""
+        )
+        statements.append(
+            f"Change of {change.structure} since study {change.prior.study_uid} "
+            f"({change.prior.study_date:%Y-%m-%d}): {change.change_g:+.1f} g{rate}."
+        )
+    statements += [s.statement() for s in assessment.sarcopenia]
+    return statements
+
+
+def intended_use_statement(algorithm: Algorithm) -> str:
+    if algorithm.intended_use == "clinical":
+        return "Intended use: clinical (site-validated model)."
+    if algorithm.intended_use == "research":
+        return "Intended use: research only; not validated for clinical decisions."
+    return "Intended use: demonstration only; these numbers are not a clinical measurement."
 
 
 def build_report(
     source_datasets: Sequence[Dataset],
-    segmentation: Dataset,
+    segmentation: Dataset | None,
     segment_numbers: Mapping[int, int],
-    measurements: Sequence[StructureMeasurements],
+    assessment: Assessment,
     algorithm: Algorithm,
     identity: OutputIdentity,
     device: Device,
     procedure: Code,
-    comments: Sequence[str] = (),
+    reasons: Sequence[str] = (),
 ) -> Dataset:
-    """The SR for one job: one volumetric ROI group per segmented structure.
-
-    `segment_numbers` maps each measured label to its segment number in `segmentation`.
-    """
+    """The SR for one job. `segment_numbers` maps each encoded label to its SEG segment;
+    without a SEG (nothing found) the report holds only indices, assessment and notes."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
         parameters=[f"{k}={v}" for k, v in algorithm.parameters.items()] or None,
     )
-    source_series_uid = str(source_datasets[0].SeriesInstanceUID)
-    groups = []
-    for item in measurements:
-        finding_site = hd.sr.FindingSite(
-            anatomic_location=item.structure.property_type,
-            laterality=item.structure.laterality,
-        )
+    source_series = hd.sr.SourceSeriesForSegmentation(str(source_datasets[0].SeriesInstanceUID))
+    changes = {change.structure: change for change in assessment.changes}
+    groups: list = []
+    for item in assessment.structures:
+        if segmentation is None or item.label not in segment_numbers:
+            continue
+        structure = item.structure
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=identity.uid("tracking", item.structure.key),
-                    identifier=item.structure.key,
+                    uid=identity.uid("tracking", structure.key), identifier=structure.key
                 ),
                 referenced_segment=hd.sr.ReferencedSegment(
                     sop_class_uid=segmentation.SOPClassUID,
                     sop_instance_uid=segmentation.SOPInstanceUID,
                     segment_number=segment_numbers[item.label],
-                    source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
+                    source_series=source_series,
                 ),
-                finding_type=item.structure.property_type,
-                finding_category=item.structure.category,
-                finding_sites=[finding_site],
+                finding_type=structure.property_type,
+                finding_category=structure.category,
+                finding_sites=[
+                    hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)
+                ],
                 algorithm_id=algorithm_id,
-                measurements=_measurements(item),
+                measurements=_structure_measurements(
+                    item, source_datasets, changes.get(structure.key)
+                ),
             )
         )
+    derived = [
+        _derived_measurement(d.key, d.value, d.unit)
+        for d in assessment.derived
+        if d.value is not None and d.key in c.DERIVED
+    ]
+    if derived:
+        groups.append(
+            _group(identity, "derived-indices", measurements=derived, algorithm_id=algorithm_id)
+        )
+    for comparison in assessment.comparisons:
+        groups.append(
+            _group(
+                identity,
+                f"reference:{comparison.quantity}",
+                measurements=[
+                    _derived_measurement(comparison.quantity, comparison.value, comparison.unit),
+                    _num(c.Z_SCORE, comparison.z_score, "{z-score}"),
+                    _num(c.PERCENTILE, comparison.percentile, "%"),
+                ],
+            )
+        )
+    groups.append(
+        _group(
+            identity,
+            "sarcopenia",
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(c.GUIDELINES[s.guideline], c.CONCLUSIONS[s.conclusion])
+                for s in assessment.sarcopenia
+            ],
+        )
+    )
     observer = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
@@ -128,18 +222,15 @@ def build_report(
         procedure_reported=procedure,
         imaging_measurements=groups,
     )
-    notes = [
-        f"Algorithm: {algorithm.label}.",
-        _intended_use_statement(algorithm),
-        *comments,
-    ]
     container = hd.sr.ContainerContentItem(
-        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=c.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
-    container.ContentSequence = hd.sr.ContentSequence([_text(COMMENT, note) for note in notes])
+    container.ContentSequence = hd.sr.ContentSequence(
+        [_text(s) for s in _statements(assessment, algorithm, reasons)]
+    )
     report[0].ContentSequence.append(container)
-    return hd.sr.Comprehensive3DSR(
-        evidence=[*source_datasets, segmentation],
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[*source_datasets, *([segmentation] if segmentation is not None else [])],
         content=report,
         series_instance_uid=identity.uid("sr-series"),
         series_number=identity.series_number(SR_SERIES_OFFSET),
@@ -149,11 +240,5 @@ def build_report(
         is_complete=True,
         series_description=f"myonode {identity.pipeline} SR ({algorithm.intended_use})"[:64],
     )
-
-
-def _intended_use_statement(algorithm: Algorithm) -> str:
-    if algorithm.intended_use == "clinical":
-        return "Intended use: clinical (site-validated model)."
-    if algorithm.intended_use == "research":
-        return "Intended use: research only; not validated for clinical decisions."
-    return "Intended use: demonstration only; these numbers are not a clinical measurement."
+    declare_private_scheme(sr)
+    return sr

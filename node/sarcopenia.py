@@ -1,0 +1,162 @@
+"""Sarcopenia criteria (EWGSOP2, AWGS 2019) evaluated from what the images and header give.
+
+Images give muscle quantity; strength and physical performance are usually not in DICOM. A
+trained CXR model (seed 004) can *predict* grip strength, chair-rise time and appendicular lean
+mass; such predicted inputs are used only when present and are labelled as predictions. Every
+criterion states whether it could be evaluated and, if not, which input was missing.
+
+Cut-offs:
+- EWGSOP2 (Cruz-Jentoft 2019; as in seed 002): grip < 27 kg (men) / < 16 kg (women); ALMI
+  < 7.0 / < 5.5 kg/m². Probable sarcopenia = low strength; confirmed = plus low quantity.
+- AWGS 2019 (Chen 2020; as in seed 004): grip < 28 / < 18 kg or 5-times chair stand ≥ 12 s;
+  ALMI < 7.0 / < 5.7 kg/m². Sarcopenia = low function and low mass.
+- CT L3 skeletal muscle index < 52.4 (men) / < 38.5 (women) cm²/m² (Prado 2008) as a CT proxy
+  for low muscle quantity; EWGSOP2 accepts CT/MRI for quantity but sets no CT cut-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Conclusion = Literal["present", "absent", "probable", "possible", "not evaluable"]
+
+EWGSOP2_GRIP = {"M": 27.0, "F": 16.0}
+EWGSOP2_ALMI = {"M": 7.0, "F": 5.5}
+AWGS_GRIP = {"M": 28.0, "F": 18.0}
+AWGS_CHAIR_RISE_S = 12.0
+AWGS_ALMI = {"M": 7.0, "F": 5.7}
+PRADO_L3_SMI = {"M": 52.4, "F": 38.5}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    evaluable: bool
+    met: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class SarcopeniaAssessment:
+    guideline: str
+    conclusion: Conclusion
+    criteria: tuple[Criterion, ...]
+
+    def statement(self) -> str:
+        parts = "; ".join(f"{c.name}: {c.detail}" for c in self.criteria)
+        return f"{self.guideline}: {self.conclusion}. {parts}"
+
+
+def _below(
+    name: str,
+    value: float | None,
+    cut: dict[str, float],
+    sex: str | None,
+    unit: str,
+    missing: str,
+    predicted: bool = False,
+) -> Criterion:
+    if sex is None:
+        return Criterion(name, False, None, "not evaluable: sex unknown")
+    if value is None:
+        return Criterion(name, False, None, f"not evaluable: {missing}")
+    met = value < cut[sex]
+    source = "predicted " if predicted else ""
+    relation = "<" if met else "≥"
+    return Criterion(name, True, met, f"{source}{value:.1f} {unit} {relation} {cut[sex]:g}")
+
+
+def _almi(inputs: Mapping[str, float | None]) -> float | None:
+    alm, height = inputs.get("alm_kg"), inputs.get("height_m")
+    return alm / height**2 if alm is not None and height else None
+
+
+def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment:
+    """EWGSOP2 from `inputs`: grip_kg, alm_kg, height_m (predicted ones flagged by
+    ``predicted=1``), l3_smi (cm²/m²)."""
+    predicted = bool(inputs.get("predicted"))
+    strength = _below(
+        "low grip strength",
+        inputs.get("grip_kg"),
+        EWGSOP2_GRIP,
+        sex,
+        "kg",
+        "grip strength is not in the images or header",
+        predicted,
+    )
+    almi = _below(
+        "low ALMI",
+        _almi(inputs),
+        EWGSOP2_ALMI,
+        sex,
+        "kg/m²",
+        "appendicular lean mass (or height) not available",
+        predicted,
+    )
+    smi = _below(
+        "low L3 SMI (CT proxy, Prado 2008)",
+        inputs.get("l3_smi"),
+        PRADO_L3_SMI,
+        sex,
+        "cm²/m²",
+        "L3 level, total muscle at L3 or height not available",
+    )
+    quantity = [c for c in (almi, smi) if c.evaluable]
+    low_quantity = any(c.met for c in quantity) if quantity else None
+    if not strength.evaluable:
+        conclusion: Conclusion = "not evaluable"
+    elif not strength.met:
+        conclusion = "absent"
+    elif low_quantity:
+        conclusion = "present"
+    else:
+        conclusion = "probable"
+    return SarcopeniaAssessment("EWGSOP2", conclusion, (strength, almi, smi))
+
+
+def awgs2019(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment:
+    """AWGS 2019 from `inputs`: grip_kg, chair_rise_s, alm_kg, height_m."""
+    predicted = bool(inputs.get("predicted"))
+    grip = _below(
+        "low handgrip",
+        inputs.get("grip_kg"),
+        AWGS_GRIP,
+        sex,
+        "kg",
+        "grip strength is not in the images or header",
+        predicted,
+    )
+    chair = inputs.get("chair_rise_s")
+    if chair is None:
+        rise = Criterion("slow chair rise", False, None, "not evaluable: chair-rise time absent")
+    else:
+        met = chair >= AWGS_CHAIR_RISE_S
+        source = "predicted " if predicted else ""
+        rise = Criterion(
+            "slow chair rise",
+            True,
+            met,
+            f"{source}{chair:.1f} s {'≥' if met else '<'} {AWGS_CHAIR_RISE_S:g}",
+        )
+    mass = _below(
+        "low ALMI",
+        _almi(inputs),
+        AWGS_ALMI,
+        sex,
+        "kg/m²",
+        "appendicular lean mass (or height) not available",
+        predicted,
+    )
+    function = [c for c in (grip, rise) if c.evaluable]
+    low_function = any(c.met for c in function) if function else None
+    if low_function is None:
+        conclusion: Conclusion = "not evaluable"
+    elif low_function and not mass.evaluable:
+        conclusion = "possible"  # AWGS 2019 "possible sarcopenia": low function, mass unknown
+    elif not low_function or not mass.met:
+        conclusion = "absent"
+    else:
+        conclusion = "present"
+    return SarcopeniaAssessment("AWGS 2019", conclusion, (grip, rise, mass))

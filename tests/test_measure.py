@@ -1,0 +1,70 @@
+"""Measurement formulas against hand-computed and analytic values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from myonode.anatomy import PSOAS, STRUCTURES
+from myonode.measure import (
+    fat_fraction_percent,
+    mass_g,
+    maximum_area,
+    measure_structures,
+    volume_cm3,
+)
+from myonode.volume import Geometry
+
+
+def grid(spacing=(1.0, 1.0, 1.0), directions=None) -> Geometry:
+    directions = np.eye(3) if directions is None else np.asarray(directions, float)
+    return Geometry(np.zeros(3), directions, np.asarray(spacing, float))
+
+
+def test_volume_and_mass_hand_computed():
+    assert volume_cm3(1000, 8.0) == pytest.approx(8.0)
+    assert mass_g(10.0) == pytest.approx(10.6)
+
+
+def test_ellipsoid_volume_within_one_percent():
+    a, b, c = 40.0, 30.0, 20.0  # semi-axes, mm
+    spacing = np.array([0.8, 0.7, 1.5])  # i, j, k
+    k, j, i = np.mgrid[-16:17, -50:51, -60:61]
+    x, y, z = i * spacing[0], j * spacing[1], k * spacing[2]
+    labels = ((x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1).astype(np.uint8)
+    [measured] = measure_structures(labels, {1: PSOAS[0]}, grid(spacing))
+    analytic = 4 / 3 * math.pi * a * b * c / 1000
+    assert measured.volume_cm3 == pytest.approx(analytic, rel=0.01)
+    assert measured.mass_g == pytest.approx(measured.volume_cm3 * 1.06)
+    # Largest axial cross-section of the ellipsoid is pi*a*b at z = 0.
+    assert measured.max_area.area_cm2 == pytest.approx(math.pi * a * b / 100, rel=0.01)
+    assert measured.max_area.slice_index == 16
+    assert measured.max_area.z_mm == pytest.approx(16 * 1.5)
+
+
+def test_attenuation_and_fat_fraction_statistics():
+    labels = np.zeros((1, 2, 3), np.uint8)
+    labels[0, 0, :] = 1
+    hu = np.array([[[10, 20, 30], [999, 999, 999]]], float)
+    [m] = measure_structures(labels, {1: STRUCTURES["erector_spinae_left"]}, grid(), attenuation=hu)
+    assert m.attenuation.mean == pytest.approx(20.0)
+    assert m.attenuation.sd == pytest.approx(10.0)  # sample SD of 10, 20, 30
+    water = np.array([[[80, 50, 100], [1, 1, 1]]], float)
+    fat = np.array([[[20, 50, 0], [1, 1, 1]]], float)
+    assert fat_fraction_percent(water, fat)[0, 0].tolist() == [20.0, 50.0, 0.0]
+    [m] = measure_structures(labels, {1: PSOAS[0]}, grid(), water=water, fat=fat)
+    assert m.fat_fraction.mean == pytest.approx(70 / 3)
+
+
+def test_l3_area_and_non_axial_series_have_no_csa():
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, :5, :4] = 1  # 20 voxels on slice 1
+    [m] = measure_structures(labels, {1: PSOAS[0]}, grid((0.5, 2.0, 3.0)), l3_slice=1)
+    assert m.area_at_l3_cm2 == pytest.approx(20 * 0.5 * 2.0 / 100)
+    sagittal = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float).T  # slices along x
+    assert maximum_area(labels == 1, grid(directions=sagittal)) is None
+
+
+def test_empty_structure_is_measured_as_zero():
+    [m] = measure_structures(np.zeros((2, 2, 2), np.uint8), {1: PSOAS[1]}, grid())
+    assert m.voxel_count == 0 and m.volume_cm3 == 0 and m.max_area is None

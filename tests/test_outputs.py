@@ -1,0 +1,178 @@
+"""SEG, SR and PDF: conformance (dciodvfy, dsrdump), re-read with highdicom, geometry."""
+
+import subprocess
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+
+from myonode.engines.threshold import ThresholdMuscleEngine
+from myonode.pipeline import Runner
+from myonode.results import result_rows, rows_from_sr
+from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.volume import Geometry, load_nifti, load_series, with_positive_axes
+
+from support import require_tool
+
+
+def dciodvfy_errors(path) -> list[str]:
+    require_tool("dciodvfy")
+    completed = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [
+        line
+        for line in (completed.stdout + completed.stderr).splitlines()
+        if line.startswith("Error")
+    ]
+
+
+@pytest.fixture(scope="module")
+def real_ct_outputs(tmp_path_factory):
+    from myonode.shared_data import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None:
+        pytest.skip("shared real data not found (set MYONODE_TEST_DATA to ../shared/data)")
+    directory = tmp_path_factory.mktemp("real-ct")
+    volume = with_positive_axes(load_nifti(shared / "ct" / "upper_abdomen_ct.nii.gz"))
+    paths = write_ct_series(
+        volume.array,
+        volume.geometry,
+        directory / "ct",
+        Patient(sex="M", age_years=58, height_m=1.78, weight_kg=82.0),
+        seed="outputs-real-ct",
+    )
+    output = Runner().run("ct_muscle", paths, directory / "out", ["test: real CT"])
+    return paths, output
+
+
+def test_real_ct_outputs_pass_dciodvfy_and_dsrdump(real_ct_outputs):
+    _, output = real_ct_outputs
+    names = sorted(f.path.name for f in output.files)
+    assert names == ["report.dcm", "seg.dcm", "sr.dcm"]
+    for file in output.files:
+        assert dciodvfy_errors(file.path) == [], file.path.name
+    require_tool("dsrdump")
+    sr_path = next(f.path for f in output.files if f.path.name == "sr.dcm")
+    rendered = subprocess.run(["dsrdump", str(sr_path)], capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "Imaging Measurement Report" in rendered.stdout and "Volume" in rendered.stdout
+
+
+def test_sr_numbers_equal_seg_voxels_times_voxel_volume(real_ct_outputs):
+    paths, output = real_ct_outputs
+    files = {f.path.name: f.path for f in output.files}
+    seg = hd.seg.segread(files["seg.dcm"])
+    sr = hd.sr.srread(files["sr.dcm"])
+    source_volume = load_series(paths)
+    voxel_mm3, sources = source_volume.geometry.voxel_volume_mm3, source_volume.datasets
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert groups
+    for group in groups:
+        [number] = group.referenced_segment.referenced_segment_numbers
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in sources],
+            segment_numbers=[number],
+        )
+        voxels = int(np.count_nonzero(pixels))
+        [volume] = group.get_measurements(name=codes.SCT.Volume)
+        assert volume.value == pytest.approx(voxels * voxel_mm3 / 1000, rel=1e-12)
+
+
+def test_every_number_reads_back_from_the_sr(real_ct_outputs):
+    _, output = real_ct_outputs
+    sr = pydicom.dcmread(next(f.path for f in output.files if f.path.name == "sr.dcm"))
+    expected = result_rows(output.assessment)
+    recovered = rows_from_sr(sr)
+    assert [(r.structure, r.quantity, r.unit, r.text) for r in recovered] == [
+        (r.structure, r.quantity, r.unit, r.text) for r in expected
+    ]
+    for got, want in zip(recovered, expected, strict=True):
+        if want.value is None:
+            assert got.value is None
+        else:
+            assert got.value == pytest.approx(want.value, rel=1e-9, abs=1e-9)
+    quantities = {r.quantity for r in recovered}
+    assert {"height", "bmi", "age", "sarcopenia_ewgsop2"} <= quantities
+
+
+def test_pdf_report_is_in_the_same_study(real_ct_outputs):
+    paths, output = real_ct_outputs
+    pdf = pydicom.dcmread(next(f.path for f in output.files if f.path.name == "report.dcm"))
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    assert pdf.StudyInstanceUID == source.StudyInstanceUID
+    assert pdf.PatientID == source.PatientID
+    assert pdf.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert bytes(pdf.EncapsulatedDocument[:5]) == b"%PDF-"
+    assert len(pdf.EncapsulatedDocument) >= pdf.EncapsulatedDocumentLength
+
+
+def test_generated_study_outputs_conform(tmp_path):
+    """The same checks without shared data: a generated phantom."""
+    array, geometry = abdomen_phantom(shape=(10, 96, 96), pixel_mm=3.0)
+    paths = write_ct_series(array, geometry, tmp_path / "ct", seed="outputs-phantom")
+    output = Runner().run("ct_muscle", paths, tmp_path / "out")
+    for file in output.files:
+        assert dciodvfy_errors(file.path) == [], file.path.name
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    angle = np.radians(degrees)
+    c, s = np.cos(angle), np.sin(angle)
+    a, b = [i for i in range(3) if i != axis]
+    matrix = np.eye(3)
+    matrix[a, a], matrix[a, b], matrix[b, a], matrix[b, b] = c, -s, s, c
+    return matrix
+
+
+CORONAL = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float).T
+SAGITTAL = np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]], float).T
+
+
+@pytest.mark.parametrize(
+    "directions",
+    [np.eye(3), rotation(0, 25), CORONAL, SAGITTAL],
+    ids=["axial", "oblique", "coronal", "sagittal"],
+)
+def test_seg_frames_sit_on_their_source_slices(tmp_path, directions):
+    from myonode.encode import Device, OutputIdentity
+    from myonode.encode.seg import build_segmentation
+
+    array, _ = abdomen_phantom(shape=(6, 48, 48), pixel_mm=6.0)
+    geometry = Geometry(np.array([-100.0, 50.0, 20.0]), directions, np.array([6.0, 6.0, 5.0]))
+    paths = write_ct_series(array, geometry, tmp_path / "ct", seed="geometry")
+    volume = load_series(paths)
+    assert np.allclose(volume.geometry.directions, directions, atol=1e-5)
+    label_map = ThresholdMuscleEngine().segment(volume)
+    seg = build_segmentation(
+        volume,
+        label_map,
+        ThresholdMuscleEngine.algorithm,
+        OutputIdentity(str(volume.datasets[0].SeriesInstanceUID), "t", "1", 9100),
+        Device(),
+    )
+    seg.save_as(tmp_path / "seg.dcm")
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    for k, source in enumerate(volume.datasets):
+        frames = [
+            f
+            for f in seg.PerFrameFunctionalGroupsSequence
+            if f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            == source.SOPInstanceUID
+        ]
+        if not label_map.labels[k].any():
+            assert frames == []
+            continue
+        [frame] = frames
+        position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+        assert np.allclose(position, np.asarray(source.ImagePositionPatient, float), atol=1e-3)
+        index = seg.PerFrameFunctionalGroupsSequence.index(frame)
+        assert np.array_equal(seg.pixel_array[index].astype(bool), label_map.labels[k] == 1)
+    orientation = np.asarray(
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient,
+        float,
+    )
+    assert np.allclose(
+        orientation, np.asarray(volume.datasets[0].ImageOrientationPatient, float), atol=1e-5
+    )

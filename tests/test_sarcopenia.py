@@ -1,0 +1,27 @@
+from myonode.sarcopenia import awgs2019, ewgsop2
+
+
+def test_imaging_only_inputs_leave_strength_unevaluable():
+    result = ewgsop2("M", {"height_m": 1.8, "l3_smi": 45.0})
+    assert result.conclusion == "not evaluable"
+    strength, almi, smi = result.criteria
+    assert not strength.evaluable and "grip" in strength.detail
+    assert smi.evaluable and smi.met  # 45 < 52.4 (Prado, men)
+    assert not almi.evaluable
+
+
+def test_ewgsop2_confirmed_probable_absent():
+    low = {"grip_kg": 20.0, "alm_kg": 15.0, "height_m": 1.6, "predicted": 1}  # ALMI 5.86
+    assert ewgsop2("F", low).conclusion == "absent"  # grip 20 >= 16 for women
+    assert ewgsop2("M", low).conclusion == "present"  # grip < 27, ALMI < 7.0
+    assert ewgsop2("M", {**low, "alm_kg": 25.0}).conclusion == "probable"  # ALMI 9.8
+    assert "predicted" in ewgsop2("M", low).criteria[0].detail
+
+
+def test_awgs2019_function_or_mass_missing():
+    assert awgs2019("F", {}).conclusion == "not evaluable"
+    assert awgs2019("F", {"chair_rise_s": 13.0}).conclusion == "possible"
+    inputs = {"chair_rise_s": 13.0, "alm_kg": 14.0, "height_m": 1.6}  # ALMI 5.47 < 5.7
+    assert awgs2019("F", inputs).conclusion == "present"
+    assert awgs2019("F", {**inputs, "chair_rise_s": 9.0, "grip_kg": 25.0}).conclusion == "absent"
+    assert awgs2019(None, inputs).criteria[0].detail.endswith("sex unknown")
