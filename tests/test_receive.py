@@ -1,6 +1,5 @@
 """The DICOM listener over real loopback associations (pynetdicom and dcmtk peers)."""
 
-import io
 import subprocess
 
 import pydicom
@@ -184,5 +183,19 @@ def test_unparseable_dataset_gets_failure_not_crash(node, ct_series):
     assert all(
         r.ok for r in send_files([describe(ct_series[1])], "A", "MYONODE", "127.0.0.1", node.port)
     )
-    buffer = io.BytesIO()
-    assert buffer is not None
+
+
+def test_max_associations_rejects_the_extra_one(tmp_path, node_factory):
+    from conftest import make_settings
+
+    node = node_factory(make_settings(tmp_path, **{"dicom.max_associations": 1}))
+    ae = AE(ae_title="FIRST")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+    assert first.is_established
+    second = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+    assert second.is_rejected
+    first.release()
+    third = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+    assert third.is_established
+    third.release()
