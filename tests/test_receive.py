@@ -9,7 +9,7 @@ from pynetdicom import AE
 
 from myonode.scu import describe, send_files
 
-from support import require_tool
+from support import require_tool, wait_until
 
 
 def dataset_bytes(path) -> bytes:
@@ -196,6 +196,12 @@ def test_max_associations_rejects_the_extra_one(tmp_path, node_factory):
     second = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
     assert second.is_rejected
     first.release()
-    third = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
-    assert third.is_established
-    third.release()
+
+    def accepted_again():  # the server frees the slot once the first association's thread ends
+        third = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+        if third.is_established:
+            third.release()
+            return True
+        return False
+
+    wait_until(accepted_again, timeout=20, interval=0.2)
