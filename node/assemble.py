@@ -9,24 +9,49 @@ is routed again when it is quiet.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from .index import Index
 from .pipeline import Runner
-from .route import CT_PIPELINE, route_study
+from .routing import Profile, load_profiles, route_indexed_study
 
 log = logging.getLogger(__name__)
 
 
-def assemble_stable_studies(index: Index, runner: Runner, quiet_seconds: float) -> int:
+def pipeline_versions(runner: Runner):
+    """`version_of` for routing: the runner's pipeline version, or None where the node has no
+    such pipeline or its engine cannot be created (logged)."""
+
+    def version_of(pipeline: str) -> str | None:
+        if pipeline not in runner.pipelines:
+            return None
+        try:
+            return runner.version(pipeline)
+        except Exception as exc:
+            log.error("pipeline %s unavailable: %s: %s", pipeline, type(exc).__name__, exc)
+            return None
+
+    return version_of
+
+
+def assemble_stable_studies(
+    index: Index,
+    runner: Runner,
+    quiet_seconds: float,
+    profiles: Sequence[Profile] | None = None,
+) -> int:
     """Route every stable study with unprocessed changes; return how many jobs were queued."""
+    profiles = load_profiles() if profiles is None else profiles
+    version_of = pipeline_versions(runner)
     queued = 0
-    version = runner.version(CT_PIPELINE)
     for study in index.stable_studies(quiet_seconds):
-        decisions, jobs = route_study(
-            index.study_instances(study["study_uid"]), version, index.job_done_for
+        routing = route_indexed_study(
+            index, study["study_uid"], profiles, version_of, index.job_done_for
         )
-        job_ids = index.record_routing(study["study_uid"], study["change_seq"], decisions, jobs)
-        for decision in decisions:
+        job_ids = index.record_routing(
+            study["study_uid"], study["change_seq"], routing.decisions, routing.jobs
+        )
+        for decision in routing.decisions:
             log.info(
                 "study %s series %s: %s%s",
                 study["study_uid"],

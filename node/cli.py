@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__
 from .config import ConfigError, Settings, dump_settings, load_settings
 from .index import Index
+from .routing.profiles import ProfileError
 
 # Piped output (logs, CI, scripts) gets wide tables rather than truncated cells.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -63,6 +64,12 @@ def _results_table(index: Index, study_uid: str | None = None) -> Table:
     return table
 
 
+def _decision_json(row) -> dict:
+    decision = dict(row)
+    decision["details"] = json.loads(row["details"]) if row["details"] else None
+    return decision
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.index_path.exists():
@@ -83,7 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "counts": index.counts(),
                     "studies": [dict(r) for r in studies],
                     "decisions": {
-                        r["study_uid"]: [dict(d) for d in index.decisions(r["study_uid"])]
+                        r["study_uid"]: [_decision_json(d) for d in index.decisions(r["study_uid"])]
                         for r in studies
                     },
                     "jobs": [dict(r) for r in jobs],
@@ -311,6 +318,42 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .assemble import pipeline_versions
+    from .pipeline import Runner
+    from .routing import folder_studies, route_indexed_study, route_rows
+    from .routing.explain import render
+    from .routing.profiles import configured_pipelines, load_profiles, profile_dirs
+
+    settings = _settings(args)
+    profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
+    version_of = pipeline_versions(Runner(pipelines=configured_pipelines(profiles)))
+    routings = []
+    target = Path(args.study)
+    if target.exists():
+        studies = folder_studies(target)
+        if not studies:
+            err.print(f"no DICOM files under {target}")
+            return 1
+        for study_uid, rows in sorted(studies.items()):
+            routings.append(route_rows(study_uid, rows, profiles, version_of))
+    else:
+        if not settings.index_path.exists():
+            err.print(f"{args.study} is not a path, and there is no index at {settings.index_path}")
+            return 1
+        index = Index(settings.index_path)
+        if index.study(args.study) is None:
+            err.print(f"study {args.study} is not in the index {settings.index_path}")
+            return 1
+        routings.append(route_indexed_study(index, args.study, profiles, version_of))
+    if args.json:
+        print(json.dumps([r.to_json() for r in routings], indent=2, default=str))
+        return 0
+    for routing in routings:
+        render(routing, console)
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(dump_settings(_settings(args)), end="")
     return 0
@@ -362,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     results.set_defaults(func=cmd_results)
 
+    explain = sub.add_parser(
+        "explain", help="every series, every routing rule and the decision per pipeline"
+    )
+    explain.add_argument("study", help="a folder or file of DICOM, or a Study Instance UID")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(func=cmd_explain)
+
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("show", help="print the effective configuration").set_defaults(
@@ -382,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         err.print(f"[red]configuration error[/]: {exc}")
+        return 2
+    except ProfileError as exc:
+        err.print(f"[red]routing profile error[/]: {escape(str(exc))}")
         return 2
 
 

@@ -98,6 +98,14 @@ class ArchiveSettings(_Section):
     )
 
 
+class RoutingSettings(_Section):
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="A site's own routing profiles (*.yaml); they replace built-in profiles "
+        "of the same name and add new ones. Empty: built-in profiles only.",
+    )
+
+
 class Settings(_Section):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -109,6 +117,7 @@ class Settings(_Section):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @property
     def index_path(self) -> Path:

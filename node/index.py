@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     reasons TEXT,
+    inputs TEXT,
     error TEXT,
     created_at REAL NOT NULL, started_at REAL, finished_at REAL
 );
@@ -124,11 +125,21 @@ class Decision:
 
 @dataclass(frozen=True)
 class JobRequest:
+    """A job to queue. `series_uid` is the primary input (output UIDs derive from it);
+    `inputs` maps role → series UIDs for jobs that read more than one series (Dixon water and
+    fat per station, in station order) or one image of a series (``instances``)."""
+
     series_uid: str
     pipeline: str
     pipeline_version: str
     input_digest: str
     reasons: list[str]
+    inputs: dict[str, list[str]] | None = None
+
+
+# Columns added after a table was first created: (table, column, type). Applied on open so an
+# index written by an older version keeps working.
+MIGRATIONS = (("jobs", "inputs", "TEXT"),)
 
 
 class Index:
@@ -141,6 +152,15 @@ class Index:
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
         self._connection().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that an index created by an older version lacks."""
+        with self.transaction() as conn:
+            for table, column, kind in MIGRATIONS:
+                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -337,8 +357,8 @@ class Index:
             for job in jobs:
                 cursor = conn.execute(
                     """INSERT INTO jobs (study_uid, series_uid, pipeline, pipeline_version,
-                           input_digest, state, reasons, created_at)
-                       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)""",
+                           input_digest, state, reasons, inputs, created_at)
+                       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
                     (
                         study_uid,
                         job.series_uid,
@@ -346,6 +366,7 @@ class Index:
                         job.pipeline_version,
                         job.input_digest,
                         json.dumps(job.reasons),
+                        json.dumps(job.inputs) if job.inputs else None,
                         now,
                     ),
                 )

@@ -106,6 +106,18 @@ ROUTING_TAGS = (
     "PatientPosition",
     "BitsStored",
     "SamplesPerPixel",
+    "PixelRepresentation",
+    "ContrastBolusIngredient",
+    "ImageComments",
+    "DiffusionBValue",
+    "AcquisitionNumber",
+    "AcquisitionDate",
+    "EchoNumbers",
+    "PatientOrientation",
+    "ViewCodeSequence",
+    "EstimatedRadiographicMagnificationFactor",
+    "PresentationIntentType",
+    "FieldOfViewDimensions",
 )
 STUDY_TAGS = {
     "patient_id": "PatientID",
@@ -127,13 +139,19 @@ def json_value(value: Any) -> Any:
     """A DICOM element value as plain JSON (numbers stay numbers, multi-values become lists)."""
     if isinstance(value, MultiValue | list | tuple):
         return [json_value(v) for v in value]
+    if isinstance(value, Dataset):  # a sequence item: its code triplet or other plain values
+        return {
+            element.keyword: json_value(element.value)
+            for element in value
+            if element.keyword and element.VR != "SQ"
+        }
     if isinstance(value, int | float | str) and not isinstance(value, bool):
         if isinstance(value, float):
             return float(value)
         if isinstance(value, int):
             return int(value)
         return str(value)
-    if isinstance(value, bytes | Dataset) or value is None:
+    if isinstance(value, bytes) or value is None:
         return None
     return str(value)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .engines import create as create_engine
 from .patient import patient_facts
 from .results import ResultRow, result_rows
 from .storage import write_durably
-from .volume import load_series
+from .volume import Volume, load_series
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,17 @@ class Runner:
     runner: a model is loaded once per worker process, not once per job.
     """
 
-    def __init__(self, device: Device | None = None) -> None:
+    def __init__(
+        self, device: Device | None = None, pipelines: Mapping[str, Pipeline] | None = None
+    ) -> None:
         self.device = device or Device()
+        self.pipelines = dict(PIPELINES if pipelines is None else pipelines)
         self._engines: dict[str, SegmentationEngine] = {}
         self._lock = threading.Lock()
         self.engine_loads = 0
 
     def engine(self, pipeline: str) -> SegmentationEngine:
-        spec = PIPELINES[pipeline].engine
+        spec = self.pipelines[pipeline].engine
         with self._lock:
             if spec not in self._engines:
                 self._engines[spec] = create_engine(spec)
@@ -110,15 +113,18 @@ class Runner:
         reasons: Sequence[str] = (),
         priors: Sequence[Prior] = (),
         notes: Sequence[str] = (),
+        volume: Volume | None = None,
     ) -> JobOutput:
         """Segment one series, assess it, and write SEG (if anything was found), SR and PDF.
 
         `notes` are sentences for the report from outside the pipeline (e.g. a failed prior
         lookup), so a reader is never left to assume something that was not checked.
+        `volume` is the job's assembled inputs (routing's `inputs`); without it the series at
+        `paths` is loaded.
         """
-        pipeline = PIPELINES[pipeline_name]
+        pipeline = self.pipelines[pipeline_name]
         engine = self.engine(pipeline_name)
-        volume = load_series(paths)
+        volume = load_series(paths) if volume is None else volume
         add_absent_type2(volume.datasets)
         label_map = engine.segment(volume)
         source = volume.datasets[0]

@@ -18,6 +18,7 @@ from .config import Settings, load_settings
 from .index import Index
 from .ingest import Ingestor
 from .pipeline import Runner
+from .routing.profiles import configured_pipelines, load_profiles, profile_dirs
 from .service import run_next_job
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def process_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     index = Index(settings.index_path)
     ingestor = Ingestor(settings, index)
-    runner = runner or Runner()
+    profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
+    runner = runner or Runner(pipelines=configured_pipelines(profiles))
     report = ProcessReport()
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in files:
@@ -60,7 +62,7 @@ def process_folder(
             report.stored += 1
         else:
             report.refused[f"0x{outcome.status:04X} {outcome.reason}"] += 1
-    assemble_stable_studies(index, runner, quiet_seconds=0)
+    assemble_stable_studies(index, runner, quiet_seconds=0, profiles=profiles)
     while run_next_job(settings, index, runner):
         pass
     counts = index.counts()["jobs"]

@@ -22,9 +22,11 @@ from .dispatch import Dispatcher, destinations_for
 from .encode import Device
 from .index import Index
 from .ingest import Ingestor
+from .inputs import load_inputs
 from .patient import patient_facts
 from .pipeline import Runner
 from .receive import Receiver
+from .routing.profiles import configured_pipelines, load_profiles, profile_dirs
 from .storage import remove_stale_partials, safe_component
 from .webserver import WebServer
 
@@ -78,6 +80,12 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
     try:
         paths = [row["path"] for row in index.series_instances(job["series_uid"])]
         priors, notes = priors_for(settings, index, job["study_uid"])
+        inputs = json.loads(job["inputs"]) if job["inputs"] else None
+        volume = None
+        if inputs:
+            volume = load_inputs(
+                inputs, lambda uid: [Path(r["path"]) for r in index.series_instances(uid)]
+            )
         output = runner.run(
             job["pipeline"],
             paths,
@@ -85,6 +93,7 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
             json.loads(job["reasons"] or "[]"),
             priors=priors,
             notes=notes,
+            volume=volume,
         )
     except Exception as exc:
         log.error("job %d (%s) failed: %s", job["id"], job["pipeline"], exc)
@@ -109,7 +118,10 @@ class Node:
         self.settings = settings
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.index = Index(settings.index_path)
-        self.runner = Runner(Device(serial_number=settings.dicom.ae_title))
+        self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
+        self.runner = Runner(
+            Device(serial_number=settings.dicom.ae_title), configured_pipelines(self.profiles)
+        )
         self.receiver = Receiver(settings.dicom, Ingestor(settings, self.index))
         self.dispatcher = Dispatcher(settings, self.index)
         self.web = (
@@ -140,7 +152,7 @@ class Node:
             (
                 "assemble",
                 lambda: assemble_stable_studies(
-                    self.index, self.runner, self.settings.assemble.quiet_seconds
+                    self.index, self.runner, self.settings.assemble.quiet_seconds, self.profiles
                 ),
                 self.settings.assemble.poll_seconds,
             ),

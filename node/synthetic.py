@@ -151,3 +151,91 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _with_spine_and_aorta(hu: np.ndarray, pixel_mm: float, aorta_hu: float) -> np.ndarray:
+    """The phantom with a corticated vertebra (rim 700 HU, marrow 220 HU) and an aorta of
+    `aorta_hu` just anterior to it, so image contrast evidence has something to find."""
+    nk, nj, ni = hu.shape
+    j, i = np.mgrid[0:nj, 0:ni].astype(float)
+    cj, ci = nj / 2 + nj * 0.12, ni / 2
+    radius = nj * 0.05
+    distance = np.hypot(j - cj, i - ci)
+    out = hu.copy()
+    out[:, distance <= radius] = 700.0
+    out[:, distance <= radius - 1.5] = 220.0
+    aorta_r = 11.0 / pixel_mm
+    aorta = np.hypot(j - (cj - radius - aorta_r - 2), i - (ci + 0.4 * aorta_r)) <= aorta_r
+    noise = np.random.default_rng(1).normal(0, 8, size=(nk, int(aorta.sum())))
+    out[:, aorta] = aorta_hu + noise
+    return out
+
+
+def write_mixed_ct_study(out_dir: Path, seed: str = "mixed-ct") -> dict[str, list[Path]]:
+    """A CT study as scanners send it: a scout, a 1 mm and a sharp-kernel reconstruction, a
+    3 mm unenhanced and a 3 mm portal-venous series (aorta 40 vs 190 HU). Used to show and
+    test series selection; returns the files by series name."""
+    pixel_mm, size, extent_mm = 3.0, 128, 45.0
+    study = {
+        "StudyInstanceUID": derived_uid(seed, "study"),
+        "FrameOfReferenceUID": derived_uid(seed, "frame"),
+        "AccessionNumber": "MYOMIXED1",
+        "StudyDescription": "CT ABDOMEN PELVIS WITH AND WITHOUT CONTRAST",
+    }
+    patient = Patient(patient_id="MYO-MIXED-1", name="Phantom^Mixed")
+    series: dict[str, list[Path]] = {}
+
+    def axial(name: str, number: int, slice_mm: float, aorta_hu: float, **tags: object) -> None:
+        nk = round(extent_mm / slice_mm)
+        hu, geometry = abdomen_phantom((nk, size, size), pixel_mm=pixel_mm, slice_mm=slice_mm)
+        extra = {**study, "SeriesNumber": number, "SeriesTime": f"10{number:02d}00", **tags}
+        extra["SeriesInstanceUID"] = derived_uid(seed, name)
+        series[name] = write_ct_series(
+            _with_spine_and_aorta(hu, pixel_mm, aorta_hu),
+            geometry,
+            out_dir / name,
+            patient,
+            seed=f"{seed}-{name}",
+            extra=extra,
+        )
+
+    scout_geometry = Geometry(
+        origin=np.array([-size / 2 * pixel_mm, 0.0, 0.0]),
+        directions=np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]]),
+        spacing=np.array([pixel_mm, pixel_mm, 1.0]),
+    )
+    scout = np.full((1, size, size), -1000.0, dtype=np.float32)
+    scout[0, :, size // 6 : -size // 6] = 0.0
+    series["scout"] = write_ct_series(
+        scout,
+        scout_geometry,
+        out_dir / "scout",
+        patient,
+        seed=f"{seed}-scout",
+        extra={
+            **study,
+            "SeriesInstanceUID": derived_uid(seed, "scout"),
+            "SeriesNumber": 1,
+            "SeriesDescription": "Topogram 0.6 T20f",
+            "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"],
+            "ConvolutionKernel": "T20f",
+            "SeriesTime": "100100",
+        },
+    )
+    axial("thin", 2, 1.0, 40.0, SeriesDescription="Abdomen nativ 1.0 B30f")
+    axial(
+        "sharp", 3, 3.0, 40.0, SeriesDescription="Abdomen nativ 3.0 B70f", ConvolutionKernel="B70f"
+    )
+    axial("unenhanced", 4, 3.0, 40.0, SeriesDescription="Abdomen nativ 3.0 B30f")
+    axial(
+        "portal",
+        5,
+        3.0,
+        190.0,
+        SeriesDescription="Abdomen PV 3.0 B30f",
+        ContrastBolusAgent="IOMEPROL 350",
+        ContrastBolusRoute="IV",
+        ContrastBolusVolume="90",
+        ContrastBolusStartTime="100530",
+    )
+    return series
