@@ -119,9 +119,12 @@ class Station:
     z_range: tuple[float, float]
 
     @property
+    def reference(self) -> SeriesInfo:
+        return self.series.get("water") or next(iter(self.series.values()))
+
+    @property
     def time(self) -> str:
-        reference = self.series.get("water") or next(iter(self.series.values()))
-        return reference.series_time
+        return self.reference.series_time
 
     @property
     def extent(self) -> float:
@@ -149,11 +152,11 @@ class DixonPlan:
 
 
 def _station_key(info: SeriesInfo) -> tuple:
-    assert info.z_range is not None and info.normal is not None
+    assert info.z_range_mm is not None and info.normal is not None
     return (
         tuple(round(v, 2) for v in info.normal),
-        round(info.z_range[0] * 2) / 2,
-        round(info.z_range[1] * 2) / 2,
+        round(info.z_range_mm[0] * 2) / 2,
+        round(info.z_range_mm[1] * 2) / 2,
         info.instance_count,
         info.tags.get("Rows"),
         info.tags.get("Columns"),
@@ -173,9 +176,15 @@ def plan_stations(
         station = groups.setdefault(_station_key(info), {})
         previous = station.get(info.dixon_channel or "")
         if previous is not None:
-            keep, lose = sorted((previous, info), key=lambda s: s.series_time, reverse=True)
+            keep, lose = sorted((previous, info), key=lambda s: s.acquired, reverse=True)
             station[info.dixon_channel or ""] = keep
-            dropped.append((lose, f"same channel and position as {keep.label}, which is later"))
+            dropped.append(
+                (
+                    lose,
+                    f"repeats {keep.label} at the same position; the later acquisition "
+                    f"(SeriesTime {keep.series_time or '?'}) is kept",
+                )
+            )
         else:
             station[info.dixon_channel or ""] = info
     stations = []
@@ -186,8 +195,8 @@ def plan_stations(
                 dropped.append((info, f"its station has no {' or '.join(missing)} series"))
             continue
         reference = members[required[0]]
-        assert reference.z_range is not None
-        stations.append(Station(members, reference.z_range))
+        assert reference.z_range_mm is not None
+        stations.append(Station(members, reference.z_range_mm))
     stations.sort(key=lambda s: (s.z_range[0] + s.z_range[1]) / 2)
     kept: list[Station] = []
     for station in stations:
@@ -204,7 +213,7 @@ def plan_stations(
         if duplicate is None:
             kept.append(station)
             continue
-        keep, lose = sorted((duplicate, station), key=lambda s: s.time, reverse=True)
+        keep, lose = sorted((duplicate, station), key=lambda s: s.reference.acquired, reverse=True)
         if keep is station:
             kept[kept.index(duplicate)] = station
         for info in lose.series.values():
@@ -227,7 +236,11 @@ def plan_stations(
     if chains:
         best = max(
             chains,
-            key=lambda c: (c[-1].z_range[1] - c[0].z_range[0], len(c), max(s.time for s in c)),
+            key=lambda c: (
+                c[-1].z_range[1] - c[0].z_range[0],
+                len(c),
+                max(s.reference.acquired for s in c),
+            ),
         )
         for chain in chains:
             if chain is best:

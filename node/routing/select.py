@@ -57,13 +57,6 @@ def unit_key(unit: SeriesInfo) -> str:
     return f"{unit.series_uid}/{unit.sop_uids[0]}" if unit.is_radiograph else unit.series_uid
 
 
-def _time_value(unit: SeriesInfo) -> float:
-    digits = "".join(
-        ch for ch in f"{unit.tags.get('SeriesDate', '')}{unit.series_time}" if ch.isdigit()
-    )
-    return float(digits[:14] or 0)
-
-
 def preference(name: str, unit: SeriesInfo, status: ContrastStatus | None) -> tuple[Any, str]:
     """(sort value, lower is better; how it reads) of one criterion for one unit."""
     if name == "unenhanced":
@@ -83,7 +76,7 @@ def preference(name: str, unit: SeriesInfo, status: ContrastStatus | None) -> tu
     if name == "instances":
         return -unit.instance_count, f"{unit.instance_count} images"
     if name == "latest":
-        return -_time_value(unit), unit.series_time or "unknown"
+        return -unit.acquired, unit.series_time or "unknown"
     if name == "view_pa":
         return _VIEW_RANK.get(unit.view, 3), unit.view
     if name == "spacing_known":

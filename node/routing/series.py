@@ -123,6 +123,15 @@ class SeriesInfo:
     def series_time(self) -> str:
         return _text(self.tags.get("SeriesTime") or self.tags.get("AcquisitionTime"))
 
+    @property
+    def acquired(self) -> float:
+        """SeriesDate + SeriesTime as a sortable number (HHMMSS padded); 0 when unknown."""
+        date = "".join(ch for ch in _text(self.tags.get("SeriesDate")) if ch.isdigit())[:8]
+        time = self.series_time.split(".")[0]
+        time = "".join(ch for ch in time if ch.isdigit())[:6].ljust(6, "0") if time else ""
+        digits = (date.rjust(8, "0") if date else "0" * 8) + (time or "000000")
+        return float(digits)
+
     def summary(self) -> dict[str, Any]:
         """The derived facts, as JSON, for decision details and `explain --json`."""
         return {
