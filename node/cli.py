@@ -345,7 +345,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if index.study(args.study) is None:
             err.print(f"study {args.study} is not in the index {settings.index_path}")
             return 1
-        routings.append(route_indexed_study(index, args.study, profiles, version_of))
+        routings.append(
+            route_indexed_study(index, args.study, profiles, version_of, index.job_done_for)
+        )
     if args.json:
         print(json.dumps([r.to_json() for r in routings], indent=2, default=str))
         return 0

@@ -1,6 +1,7 @@
 """Dixon: channel recognition per vendor style, stations, and seed-002 fusion."""
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,50 @@ def test_station_without_water_and_distant_station(tmp_path):
     [job] = routing.jobs
     assert list(job.inputs) == ["water", "fat"] and len(job.inputs["water"]) == 1
     assert any("has no water series" in d.reason for d in routing.decisions)
+
+
+def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
+    """Plumbing: routed inputs → job row → fused volume handed to the runner (the engine here
+    is a stand-in: the MR pipeline is another issue's)."""
+    from pydicom.sr.codedict import codes
+
+    from myonode.config import load_settings
+    from myonode.pipeline import Pipeline, Runner
+    from myonode.process import process_folder
+
+    study_uid = derived_uid("dixon-worker")
+    geometry = station_geometry(0)
+    for suffix, image, kind in (
+        ("W", station_water(0), "WATER"),
+        ("F", np.full((STATION_SLICES, ROWS, COLUMNS), 300.0), "FAT"),
+    ):
+        write_mr_series(
+            image,
+            geometry,
+            tmp_path / "study" / suffix,
+            suffix,
+            study_uid,
+            1 if suffix == "W" else 2,
+            f"t1_vibe_dixon_tra_{suffix}",
+            ["DERIVED", "PRIMARY", "DIXON", kind],
+            "100000",
+        )
+    seen = []
+
+    class Recording(Runner):
+        def run(self, pipeline_name, paths, out_dir, reasons=(), volume=None):
+            seen.append((volume, list(reasons)))
+            return super().run(pipeline_name, paths, out_dir, reasons, volume=volume)
+
+    stand_in = Pipeline("mr_muscle", "threshold", codes.cid100.CTUnspecifiedBodyRegion, 9200)
+    runner = Recording(pipelines={"mr_muscle": stand_in})
+    report, index = process_folder(
+        tmp_path / "study", tmp_path / "out", load_settings(environ={}), runner
+    )
+    assert report.jobs_done == 1, index.query("SELECT error FROM jobs")[0][0]
+    [(volume, reasons)] = seen
+    assert set(volume.channels) == {"fat"} and np.allclose(volume.channels["fat"], 300.0)
+    assert np.allclose(volume.array, station_water(0), atol=0.5)
+    assert reasons[0].startswith("mr_dixon_thigh -> mr_muscle: Dixon water+fat in 1 station(s)")
+    [job] = index.query("SELECT inputs FROM jobs")
+    assert list(json.loads(job["inputs"])) == ["water", "fat"]
