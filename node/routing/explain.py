@@ -68,7 +68,8 @@ def profile_table(routing: StudyRouting, name: str) -> Table | None:
     )
     table.add_column("rule")
     for unit in reached:
-        table.add_column(escape(_short(unit.label, 24)))
+        number = unit.label.split(" ")[0]
+        table.add_column(escape(number if number != "#?" else _short(unit.label, 22)))
     order: list[str] = []
     for unit in reached:
         for result in results[unit_key(unit)]:
@@ -84,7 +85,7 @@ def profile_table(routing: StudyRouting, name: str) -> Table | None:
             detail = found.detail.split(";")[0] if rule == "contrast" else found.detail
             cells.append(
                 Text(
-                    ("✓ " if found.ok else "✗ ") + _short(detail, 30),
+                    ("✓ " if found.ok else "✗ ") + _short(detail, 24),
                     style="green" if found.ok else "red",
                 )
             )
@@ -95,7 +96,7 @@ def profile_table(routing: StudyRouting, name: str) -> Table | None:
         if key in outcome.selected:
             outcome_cells.append(Text("SELECTED", style="bold green"))
         elif key in outcome.not_chosen:
-            outcome_cells.append(Text(_short(outcome.not_chosen[key], 30), style="yellow"))
+            outcome_cells.append(Text(_short(outcome.not_chosen[key], 26), style="yellow"))
         elif key in outcome.eligible:
             outcome_cells.append(Text("eligible"))
         else:

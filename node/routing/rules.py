@@ -35,7 +35,7 @@ def _fmt(value: float | None, unit: str = " mm") -> str:
 def _range(name: str, value: float | None, rule: Range, unit: str = " mm") -> RuleResult:
     if value is None:
         return RuleResult(
-            name, rule.allow_missing, "missing" + ("" if rule.allow_missing else " (required)")
+            name, rule.allow_missing, "missing" + (" (allowed)" if rule.allow_missing else "")
         )
     if rule.min is not None and value < rule.min - 1e-6:
         return RuleResult(name, False, f"{value:g}{unit} < {rule.min:g}{unit}")
