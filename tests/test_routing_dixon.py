@@ -229,10 +229,10 @@ def test_station_without_water_and_distant_station(tmp_path):
 def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
     """Plumbing: routed inputs → job row → fused volume handed to the runner (the engine here
     is a stand-in: the MR pipeline is another issue's)."""
-    from pydicom.sr.codedict import codes
+    from dataclasses import replace
 
     from myonode.config import load_settings
-    from myonode.pipeline import Pipeline, Runner
+    from myonode.pipeline import PIPELINES, Runner
     from myonode.process import process_folder
 
     study_uid = derived_uid("dixon-worker")
@@ -255,11 +255,11 @@ def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
     seen = []
 
     class Recording(Runner):
-        def run(self, pipeline_name, paths, out_dir, reasons=(), volume=None):
-            seen.append((volume, list(reasons)))
-            return super().run(pipeline_name, paths, out_dir, reasons, volume=volume)
+        def run(self, pipeline_name, paths, out_dir, reasons=(), **options):
+            seen.append((options.get("volume"), list(reasons)))
+            return super().run(pipeline_name, paths, out_dir, reasons, **options)
 
-    stand_in = Pipeline("mr_muscle", "threshold", codes.cid100.CTUnspecifiedBodyRegion, 9200)
+    stand_in = replace(PIPELINES["ct_muscle"], name="mr_muscle", series_number_base=9200)
     runner = Recording(pipelines={"mr_muscle": stand_in})
     report, index = process_folder(
         tmp_path / "study", tmp_path / "out", load_settings(environ={}), runner
