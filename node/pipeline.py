@@ -154,6 +154,7 @@ class Runner:
             self.device,
             pipeline.procedure,
             reasons,
+            slices_are_sources=volume.slices_are_sources,
         )
         title = f"Muscle report: {pipeline.title}"
         pdf = build_encapsulated_pdf(

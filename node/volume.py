@@ -81,6 +81,16 @@ class Volume:
     channels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
+    def slices_are_sources(self) -> bool:
+        """Whether `datasets[k]` is the source image of array slice k (one series, in order).
+
+        False for volumes resampled from several series, e.g. fused Dixon stations, whose
+        `datasets` are all their source headers.
+        """
+        series = {str(ds.SeriesInstanceUID) for ds in self.datasets}
+        return len(self.datasets) == self.array.shape[0] and len(series) == 1
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.array.shape)  # type: ignore[return-value]
 

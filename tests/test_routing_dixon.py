@@ -271,3 +271,69 @@ def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
     assert reasons[0].startswith("mr_dixon_thigh -> mr_muscle: Dixon water+fat in 1 station(s)")
     [job] = index.query("SELECT inputs FROM jobs")
     assert list(json.loads(job["inputs"])) == ["water", "fat"]
+
+
+def test_fused_stations_give_one_seg_on_the_fused_grid(tmp_path):
+    """Four stations fused onto one grid: the SEG carries that grid, references every station,
+    passes dciodvfy, and the SR volume is the SEG's voxels times the fused voxel volume."""
+    import subprocess
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from myonode.anatomy import THIGH
+    from myonode.engines import Algorithm, LabelMap, register
+    from myonode.pipeline import Pipeline, Runner
+
+    class WaterAbove500:  # stand-in engine: the ellipsoid, as the left thigh muscles
+        algorithm = Algorithm(
+            "test-water-threshold", "1", codes.cid7162.HistogramAnalysis, "classical", "demo"
+        )
+
+        def segment(self, volume: Volume) -> LabelMap:
+            return LabelMap((volume.array >= 500).astype(np.uint8), {1: THIGH[0]})
+
+    register("test-water-threshold", lambda _argument: WaterAbove500())
+    files = write_dixon_study(tmp_path / "study")
+    [(study_uid, rows)] = folder_studies(tmp_path / "study").items()
+    [job] = route_rows(study_uid, rows, PROFILES, lambda p: "1").jobs
+    by_uid = {folder_studies(p[0])[study_uid][0]["series_uid"]: p for p in files.values()}
+    fused = load_inputs(job.inputs, lambda series: by_uid[series])
+    assert not fused.slices_are_sources
+    pipeline = Pipeline(
+        "mr_muscle",
+        "MR muscle",
+        "test-water-threshold",
+        codes.cid100.MRIUnspecifiedBodyRegion,
+        9200,
+    )
+    output = Runner(pipelines={"mr_muscle": pipeline}).run(
+        "mr_muscle", by_uid[job.series_uid], tmp_path / "out", volume=fused
+    )
+    paths = {f.path.name: f.path for f in output.files}
+    for path in paths.values():
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert not [x for x in report.stderr.splitlines() if x.startswith("Error")], path.name
+    seg = hd.seg.segread(paths["seg.dcm"])
+    referenced = {s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence}
+    assert set(job.inputs["water"]) <= referenced <= set(job.inputs["water"] + job.inputs["fat"])
+    positions = sorted(
+        float(f.PlanePositionSequence[0].ImagePositionPatient[2])
+        for f in seg.PerFrameFunctionalGroupsSequence
+    )
+    fused_z = [
+        fused.geometry.index_to_lps(np.array([0, 0, k]))[0][2] for k in range(fused.shape[0])
+    ]
+    assert set(np.round(positions, 3)) <= set(np.round(fused_z, 3))
+    [segment] = seg.SegmentSequence
+    type_code = segment.SegmentedPropertyTypeCodeSequence[0]
+    assert type_code.CodeValue == THIGH[0].property_type.value
+    assert type_code.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"  # left
+    voxels = int(np.count_nonzero(seg.pixel_array))
+    assert voxels == int((fused.array >= 500).sum())
+    sr = hd.sr.srread(paths["sr.dcm"])
+    [group] = sr.content.get_volumetric_roi_measurement_groups()
+    [volume] = group.get_measurements(name=codes.SCT.Volume)
+    assert volume.value == pytest.approx(voxels * fused.geometry.voxel_volume_mm3 / 1000, rel=1e-12)
+    assert pydicom.dcmread(paths["sr.dcm"]).StudyInstanceUID == study_uid

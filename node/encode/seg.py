@@ -61,9 +61,9 @@ def _segment_description(
     if structure.laterality is not None:
         # highdicom has no argument for the modifier; PS3.3 C.8.20.2 puts it here.
         modifier = hd.sr.CodedConcept.from_code(structure.laterality)
-        description.SegmentedPropertyTypeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            modifier
-        ]
+        description.SegmentedPropertyTypeCodeSequence[
+            0
+        ].SegmentedPropertyTypeModifierCodeSequence = [modifier]
     return description
 
 
@@ -74,7 +74,13 @@ def build_segmentation(
     identity: OutputIdentity,
     device: Device,
 ) -> Dataset:
-    """A BINARY SEG of `label_map` referencing the slices of `volume`."""
+    """A BINARY SEG of `label_map` referencing the slices of `volume`.
+
+    When the volume's grid is its source slices, each frame references its slice. When it is
+    a grid of its own (Dixon stations fused onto one grid), the frames carry the fused grid's
+    positions and the SEG references every source series (PS3.3 C.8.20: a segmentation need
+    not share its source images' geometry, only their frame of reference).
+    """
     numbers = segment_numbers(label_map)
     if not numbers:
         raise ValueError("no structure was found; there is nothing to put in a SEG")
@@ -83,12 +89,25 @@ def build_segmentation(
         if label < len(lookup):
             lookup[label] = number
     pixel_array = lookup[label_map.labels]
+    source_images, further_sources = volume.datasets, None
+    if not volume.slices_are_sources:
+        first_series = volume.datasets[0].SeriesInstanceUID
+        source_images = [ds for ds in volume.datasets if ds.SeriesInstanceUID == first_series]
+        further_sources = [ds for ds in volume.datasets if ds.SeriesInstanceUID != first_series]
+        affine = volume.geometry.affine
+        pixel_array = hd.Volume(
+            pixel_array,
+            affine[:, [2, 1, 0, 3]],  # highdicom indexes (slice, row, column)
+            coordinate_system="PATIENT",
+            frame_of_reference_uid=str(volume.datasets[0].FrameOfReferenceUID),
+        )
     descriptions = [
         _segment_description(number, label_map.structures[label], algorithm, identity)
         for label, number in numbers.items()
     ]
     segmentation = hd.seg.Segmentation(
-        source_images=volume.datasets,
+        source_images=source_images,
+        further_source_images=further_sources or None,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

@@ -46,8 +46,9 @@ def _image(dataset: Dataset) -> list[hd.sr.SourceImageForMeasurement]:
 
 
 def _structure_measurements(
-    item: StructureMeasurements, sources: Sequence[Dataset], change: Change | None
+    item: StructureMeasurements, sources: Sequence[Dataset] | None, change: Change | None
 ) -> list[hd.sr.Measurement]:
+    """`sources[k]` is the image of slice k, or None when slices are not source images."""
     measured = [
         _num(c.VOLUME, item.volume_cm3, "cm3"),
         _num(c.MASS, item.mass_g, "g"),
@@ -66,7 +67,9 @@ def _structure_measurements(
                 item.max_area.area_cm2,
                 "cm2",
                 derivation=c.MAXIMUM,
-                referenced_images=_image(sources[item.max_area.slice_index]),
+                referenced_images=(
+                    _image(sources[item.max_area.slice_index]) if sources is not None else None
+                ),
             )
         )
     if item.area_at_l3_cm2 is not None:
@@ -137,9 +140,12 @@ def build_report(
     device: Device,
     procedure: Code,
     reasons: Sequence[str] = (),
+    slices_are_sources: bool = True,
 ) -> Dataset:
     """The SR for one job. `segment_numbers` maps each encoded label to its SEG segment;
-    without a SEG (nothing found) the report holds only indices, assessment and notes."""
+    without a SEG (nothing found) the report holds only indices, assessment and notes.
+    `slices_are_sources` says whether measured slice k is `source_datasets[k]` (else no
+    measurement references a single source image)."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
@@ -170,7 +176,9 @@ def build_report(
                 ],
                 algorithm_id=algorithm_id,
                 measurements=_structure_measurements(
-                    item, source_datasets, changes.get(structure.key)
+                    item,
+                    source_datasets if slices_are_sources else None,
+                    changes.get(structure.key),
                 ),
             )
         )
