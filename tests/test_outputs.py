@@ -14,7 +14,7 @@ from myonode.results import result_rows, rows_from_sr
 from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
 from myonode.volume import Geometry, load_nifti, load_series, with_positive_axes
 
-from support import require_tool
+from support import require_tool, sr_texts
 
 
 def dciodvfy_errors(path) -> list[str]:
@@ -176,3 +176,23 @@ def test_seg_frames_sit_on_their_source_slices(tmp_path, directions):
     assert np.allclose(
         orientation, np.asarray(volume.datasets[0].ImageOrientationPatient, float), atol=1e-5
     )
+
+
+def test_non_latin_text_survives_in_utf8(tmp_path):
+    array, geometry = abdomen_phantom(shape=(6, 64, 64), pixel_mm=5.0)
+    paths = write_ct_series(
+        array,
+        geometry,
+        tmp_path / "ct",
+        Patient(name="山田^太郎"),
+        seed="utf8",
+        extra={"SpecificCharacterSet": "ISO_IR 192", "SeriesDescription": "腹部 単純 3.0"},
+    )
+    output = Runner().run("ct_muscle", paths, tmp_path / "out", ["selected: 腹部 単純 3.0"])
+    for file in output.files:
+        ds = pydicom.dcmread(file.path)
+        assert ds.SpecificCharacterSet == "ISO_IR 192"
+        assert str(ds.PatientName) == "山田^太郎"
+        assert dciodvfy_errors(file.path) == [], file.path.name
+    sr = pydicom.dcmread(next(f.path for f in output.files if f.path.name == "sr.dcm"))
+    assert "Series selection: selected: 腹部 単純 3.0" in sr_texts(sr)

@@ -76,3 +76,12 @@ def declare_private_scheme(dataset: Dataset) -> None:
     scheme.CodingSchemeName = "myonode private concepts"
     scheme.CodingSchemeResponsibleOrganization = "myonode project"
     dataset.CodingSchemeIdentificationSequence = [scheme]
+
+
+def use_utf8(dataset: Dataset) -> None:
+    """Encode the output in UTF-8 (ISO_IR 192) whatever the source used.
+
+    Outputs mix the source's patient data with our text (selection reasons quote series
+    descriptions in any script); UTF-8 holds all of it (PS3.5 6.1.2.3).
+    """
+    dataset.SpecificCharacterSet = "ISO_IR 192"

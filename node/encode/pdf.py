@@ -21,7 +21,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, Expl
 from ..assessment import Assessment
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity, add_absent_type2
+from . import Device, OutputIdentity, add_absent_type2, use_utf8
 from .sr import intended_use_statement
 
 PDF_SERIES_OFFSET = 2
@@ -185,7 +185,7 @@ def build_encapsulated_pdf(
     ds.file_meta.MediaStorageSOPInstanceUID = identity.uid("pdf")
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 100")
+    use_utf8(ds)
     for keyword in _PATIENT_STUDY:
         if keyword in source:
             setattr(ds, keyword, source[keyword].value)

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from ..anatomy import Structure
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity, declare_private_scheme
+from . import Device, OutputIdentity, declare_private_scheme, use_utf8
 
 SEG_SERIES_OFFSET = 0
 
@@ -124,4 +124,5 @@ def build_segmentation(
         series_description=f"myonode {identity.pipeline} SEG ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(segmentation)
+    use_utf8(segmentation)
     return segmentation

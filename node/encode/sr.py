@@ -26,7 +26,7 @@ from .. import codes as c
 from ..assessment import Assessment, Change
 from ..engines import Algorithm
 from ..measure import StructureMeasurements
-from . import Device, OutputIdentity, declare_private_scheme
+from . import Device, OutputIdentity, declare_private_scheme, use_utf8
 
 SR_SERIES_OFFSET = 1
 
@@ -249,4 +249,5 @@ def build_report(
         series_description=f"myonode {identity.pipeline} SR ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(sr)
+    use_utf8(sr)
     return sr
