@@ -113,6 +113,11 @@ MUSCLE_DENSITY_TISSUE = Structure(
     property_type=MUSCLE_DENSITY_TISSUE_CODE,
     muscle=False,
 )
+# Skeletal muscle outside every named group (latissimus, intercostals, arms, ...): total
+# skeletal muscle is the union of the named groups and this remainder.
+OTHER_SKELETAL_MUSCLE = Structure(
+    "other_skeletal_muscle", "Other skeletal muscle", TISSUE, SKELETAL_MUSCLE
+)
 
 STRUCTURES: dict[str, Structure] = {
     s.key: s
@@ -129,6 +134,7 @@ STRUCTURES: dict[str, Structure] = {
         *THIGH_POSTERIOR,
         TOTAL_SKELETAL_MUSCLE,
         MUSCLE_DENSITY_TISSUE,
+        OTHER_SKELETAL_MUSCLE,
     )
 }
 

@@ -82,4 +82,4 @@ def create(spec: str) -> SegmentationEngine:
 
 
 def _load_builtin_engines() -> None:
-    from . import threshold  # noqa: F401  (registers itself)
+    from . import classical_ct, threshold  # noqa: F401  (register themselves)

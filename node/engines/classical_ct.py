@@ -1,0 +1,172 @@
+"""`classical-ct`: the default CT engine, from anatomy and attenuation, with no weights.
+
+Steps (all in the canonical orientation, see `orientation.py`): landmarks (body, spine,
+lungs, vertebral levels, pelvis), the muscular body wall, the posterior groups around the
+spine, the wall groups, and the remainder of skeletal muscle. Labels are exclusive; the
+seed 000 region (lung base to the inferior aspect of L5) and the L3 slice are reported as
+landmarks, so the measurement layer can restrict to them. Whatever cannot be found is left
+out and said in a note, never guessed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.sr.codedict import codes
+from scipy import ndimage
+
+from ..anatomy import (
+    ERECTOR,
+    GLUTEUS_MAX,
+    GLUTEUS_MED,
+    LATERAL_ABD,
+    OTHER_SKELETAL_MUSCLE,
+    PSOAS,
+    QUADRATUS,
+    RECTUS,
+    Structure,
+)
+from ..volume import Volume
+from . import Algorithm, LabelMap, register
+from .body_wall import wall_band
+from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
+from .morphology import disk, largest_component, smooth_in_plane
+from .muscle_groups_ct import gluteal_groups, muscle_range
+from .orientation import Canonical, OrientationError, canonical
+from .trunk_muscles import posterior_groups, wall_groups
+
+VERSION = "0.1.0"
+
+# Label value -> (group key in the engine's masks, structure). Order is priority: a voxel
+# claimed by an earlier group is not given to a later one.
+_GROUPS: tuple[tuple[str, Structure], ...] = (
+    *((f"erector_spinae_{s.side}", s) for s in ERECTOR),
+    *((f"psoas_{s.side}", s) for s in PSOAS),
+    *((f"quadratus_lumborum_{s.side}", s) for s in QUADRATUS),
+    *((f"gluteus_maximus_{s.side}", s) for s in GLUTEUS_MAX),
+    *((f"gluteus_medius_{s.side}", s) for s in GLUTEUS_MED),
+    *((f"rectus_abdominis_{s.side}", s) for s in RECTUS),
+    *((f"lateral_abdominals_{s.side}", s) for s in LATERAL_ABD),
+    ("other", OTHER_SKELETAL_MUSCLE),
+)
+
+NOTES_ALWAYS = (
+    "Classical engine (no trained model), research use only; not validated for clinical use.",
+    "Erector spinae includes the multifidus (transversospinalis): CT does not separate them.",
+    "Gluteus minimus is not separated from gluteus medius.",
+)
+
+
+class ClassicalCtEngine:
+    """Muscle groups on CT from attenuation ranges, fat planes and skeletal landmarks."""
+
+    algorithm = Algorithm(
+        name="myonode-classical-ct",
+        version=VERSION,
+        family=codes.cid7162.MorphologicalOperations,
+        kind="classical",
+        intended_use="research",
+        parameters={
+            "muscle_hu": f"{MUSCLE_HU[0]:g}..{MUSCLE_HU[1]:g}",
+            "fat_hu": f"{FAT_HU[0]:g}..{FAT_HU[1]:g}",
+        },
+    )
+
+    def segment(self, volume: Volume) -> LabelMap:
+        try:
+            view = canonical(volume.geometry)
+        except OrientationError as error:
+            return LabelMap(
+                labels=np.zeros(volume.shape, dtype=np.uint8),
+                structures={},
+                notes=[f"Not segmented: {error}."],
+            )
+        hu = view.view(volume.array).astype(np.float32)
+        labels, notes, landmarks = segment_canonical(hu, view.spacing)
+        structures = {
+            value: structure
+            for value, (_key, structure) in enumerate(_GROUPS, start=1)
+            if (labels == value).any()
+        }
+        missing = [s.name for _key, s in _GROUPS if s not in structures.values()]
+        if missing:
+            notes.append("Not found in this series: " + ", ".join(missing) + ".")
+        return LabelMap(
+            labels=view.restore(labels),
+            structures=structures,
+            notes=[*NOTES_ALWAYS, *notes],
+            landmarks=_source_landmarks(landmarks, view, hu.shape[0], notes),
+        )
+
+
+def segment_canonical(
+    hu: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, list[str], CtLandmarks]:
+    """Label map (values as in `_GROUPS`), notes and landmarks of a canonical HU array."""
+    landmarks = ct_landmarks(hu, spacing)
+    notes = list(landmarks.notes)
+    smooth = smooth_in_plane(hu, 0.7, spacing)
+    fat = (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
+    band, depth = wall_band(smooth, landmarks.body, fat, spacing)
+    low, high = muscle_range(smooth, depth, landmarks.spine, spacing)
+    muscle = (smooth >= low) & (smooth <= high) & ~landmarks.bone
+    below_ribs = np.ones(hu.shape[0], dtype=bool)
+    lower_limit = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
+    if lower_limit is not None:
+        below_ribs[lower_limit + 1 :] = False
+    masks = posterior_groups(muscle, depth, landmarks.bone, landmarks.spine, spacing, below_ribs)
+    masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
+    claimed = np.zeros(hu.shape, dtype=bool)
+    for mask in masks.values():
+        claimed |= mask
+    masks |= wall_groups(band & muscle & ~claimed, landmarks.body, depth, masks, spacing)
+    masks["other"] |= limb_muscle(muscle, landmarks.body, spacing)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    for value, (key, _structure) in enumerate(_GROUPS, start=1):
+        labels[masks[key] & (labels == 0)] = value
+    if not landmarks.spine.present.any():
+        notes.append("Without the vertebral column only the body wall was segmented.")
+    return labels, notes, landmarks
+
+
+def limb_muscle(muscle: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Muscle in the arms lying beside the trunk (body parts apart from the trunk), skin
+    excluded: skeletal muscle that belongs to the total but to no abdominal group."""
+    out = np.zeros_like(body)
+    for k in range(body.shape[0]):
+        limbs = body[k] & ~largest_component(body[k])
+        if limbs.any():
+            inner = ndimage.binary_erosion(limbs, disk(3.0, (spacing[1], spacing[2])))
+            out[k] = muscle[k] & inner
+    return out
+
+
+def _source_landmarks(
+    landmarks: CtLandmarks, view: Canonical, nk: int, notes: list[str]
+) -> dict[str, int | float]:
+    """Landmark slices as indices of the source volume; absent ones are explained."""
+    if view.order[0] != 0:
+        notes.append("Slice landmarks omitted: the series is not stored as axial slices.")
+        return {}
+
+    def source(k: int) -> int:
+        return nk - 1 - k if view.flips[0] else k
+
+    found: dict[str, int | float] = {}
+    l3 = landmarks.vertebra("L3")
+    if l3 is not None and l3.complete:
+        found["l3_slice"] = source(l3.middle)
+    else:
+        notes.append("L3 not identified: no L3 slice (and no L3 skeletal muscle index).")
+    l5 = landmarks.vertebra("L5")
+    if landmarks.lung_base is not None:
+        found["region_top_slice"] = source(landmarks.lung_base)
+    else:
+        notes.append("Lung base not in view: the seed 000 region has no superior limit.")
+    if l5 is not None and l5.complete:
+        found["region_bottom_slice"] = source(l5.bottom)
+    else:
+        notes.append("Inferior aspect of L5 not found: the seed 000 region has no inferior limit.")
+    return found
+
+
+register("classical-ct", lambda _argument: ClassicalCtEngine())

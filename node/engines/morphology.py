@@ -1,0 +1,99 @@
+"""Small image-analysis helpers shared by the classical engines (pure numpy/scipy).
+
+Sizes are given in millimetres and turned into voxel structuring elements with the voxel
+spacing, so the engines behave the same on 0.7 mm and 5 mm images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
+
+
+def disk(radius_mm: float, spacing_ji: tuple[float, float]) -> np.ndarray:
+    """A 2D disk structuring element of `radius_mm` for in-plane pixel spacing (j, i)."""
+    rj = max(int(radius_mm / spacing_ji[0]), 0)
+    ri = max(int(radius_mm / spacing_ji[1]), 0)
+    j, i = np.ogrid[-rj : rj + 1, -ri : ri + 1]
+    return (j * spacing_ji[0]) ** 2 + (i * spacing_ji[1]) ** 2 <= radius_mm**2 + 1e-6
+
+
+def slice_disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """`disk` as a 3D element that acts within each axial slice (spacing is (k, j, i))."""
+    return disk(radius_mm, (float(spacing[1]), float(spacing[2])))[np.newaxis]
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labelled, count = ndimage.label(mask)
+    if count == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labelled.ravel())[1:]
+    return labelled == int(np.argmax(sizes)) + 1
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in every axial slice (3D hole filling would miss holes open in z)."""
+    out = np.empty_like(mask, dtype=bool)
+    for k in range(mask.shape[0]):
+        out[k] = ndimage.binary_fill_holes(mask[k])
+    return out
+
+
+def smooth_in_plane(array: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing within slices (no mixing across thick slices)."""
+    sigma = (0.0, sigma_mm / float(spacing[1]), sigma_mm / float(spacing[2]))
+    return ndimage.gaussian_filter(array.astype(np.float32), sigma=sigma)
+
+
+def grow_from(
+    candidates: np.ndarray, seeds: np.ndarray, radius_mm: float, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """The parts of `candidates` thicker than 2*radius that touch `seeds` (one slice)."""
+    element = disk(max(radius_mm, *spacing_ji), spacing_ji)
+    core = ndimage.binary_erosion(candidates, element)
+    labelled, _count = ndimage.label(core)
+    keep = np.unique(labelled[ndimage.binary_dilation(seeds, element) & core])
+    keep = keep[keep != 0]
+    if not len(keep):
+        return np.zeros_like(candidates)
+    return ndimage.binary_dilation(np.isin(labelled, keep), element) & candidates
+
+
+def split_bulges(
+    mask: np.ndarray, keep_marker: np.ndarray, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """Split `mask` into its bulges (watershed of the distance map, one basin per local
+    maximum at least 6 mm from the next and 3 mm deep) and keep the basins whose maximum
+    lies in `keep_marker`."""
+    if not mask.any():
+        return mask
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
+    separation = max(1, round(6.0 / min(spacing_ji)))
+    peaks = peak_local_max(distance, min_distance=separation, threshold_abs=3.0, labels=mask)
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # A part too thin for a 3 mm peak is one bulge, marked at its thickest point.
+    parts, count = ndimage.label(mask)
+    unmarked = np.setdiff1d(np.arange(1, count + 1), parts[markers > 0])
+    if len(unmarked):
+        tops = ndimage.maximum_position(distance, parts, unmarked)
+        for n, top in enumerate(tops, start=len(peaks) + 1):
+            markers[top] = n
+    basins = watershed(-distance, markers, mask=mask)
+    keep = np.unique(markers[keep_marker & (markers > 0)])
+    return np.isin(basins, keep[keep != 0])
+
+
+def thin_part(mask: np.ndarray, max_radius_mm: float, spacing_ji: tuple[float, float]):
+    """Where a disk larger than `max_radius_mm` does not fit inside `mask`."""
+    return mask & (ndimage.distance_transform_edt(mask, sampling=spacing_ji) <= max_radius_mm)
+
+
+def fill_muscle(
+    mask: np.ndarray, allowed: np.ndarray, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """Close small gaps and fill holes (intramuscular fat belongs to the muscle)."""
+    closed = ndimage.binary_closing(mask, disk(3.0, spacing_ji)) & allowed
+    return ndimage.binary_fill_holes(closed | mask) & allowed
