@@ -82,4 +82,4 @@ def create(spec: str) -> SegmentationEngine:
 
 
 def _load_builtin_engines() -> None:
-    from . import classical_ct, threshold  # noqa: F401  (register themselves)
+    from . import classical_ct, classical_mr, threshold  # noqa: F401  (register themselves)

@@ -97,7 +97,7 @@ def inner_thickness(
 
 
 def wall_band(
-    hu: np.ndarray,
+    solid: np.ndarray,
     body: np.ndarray,
     fat: np.ndarray,
     spacing: np.ndarray,
@@ -105,6 +105,7 @@ def wall_band(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The wall band per slice, and every voxel's depth (mm) below the outer wall surface.
 
+    `solid` is tissue that is neither fat nor air (muscle, bone, organs), `fat` the fat.
     The band holds the voxels between the outer and the inner surface; the depth is
     negative in the subcutaneous fat and skin, and NaN on slices without a closed outline.
     """
@@ -112,8 +113,7 @@ def wall_band(
     depth_map = np.full(body.shape, np.nan, dtype=np.float32)
     sj, si = float(spacing[1]), float(spacing[2])
     beneath_skin = ndimage.binary_erosion(body, slice_disk(3.0, spacing))
-    solid = beneath_skin & ~fat & (hu > -30.0)
-    solid = ndimage.binary_opening(solid, slice_disk(1.5, spacing)) | (solid & (hu > 200.0))
+    solid = ndimage.binary_opening(beneath_skin & solid & ~fat, slice_disk(1.5, spacing))
     step = 1.0
     bins = int(MAX_DEPTH_MM / step)
     for k in range(body.shape[0]):

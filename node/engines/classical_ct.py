@@ -106,7 +106,8 @@ def segment_canonical(
     notes = list(landmarks.notes)
     smooth = smooth_in_plane(hu, 0.7, spacing)
     fat = (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
-    band, depth = wall_band(smooth, landmarks.body, fat, spacing)
+    # Septa in the subcutaneous fat are thinner than the opening in wall_band.
+    band, depth = wall_band(smooth > FAT_HU[1], landmarks.body, fat, spacing)
     low, high = muscle_range(smooth, depth, landmarks.spine, spacing)
     muscle = (smooth >= low) & (smooth <= high) & ~landmarks.bone
     below_ribs = np.ones(hu.shape[0], dtype=bool)

@@ -142,21 +142,19 @@ def _track(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray) -> S
     """Keep detections that agree with their neighbours along z; interpolate the rest."""
     nk = len(detections)
     valid = ~np.isnan(detections[:, 0])
-    window = max(3, round(30.0 / float(spacing[0])) | 1)
+    reach = max(1, round(15.0 / float(spacing[0])))
     for _ in range(2):
-        if valid.sum() < 2:
-            break
         ks = np.nonzero(valid)[0]
-        med = np.stack(
-            [
-                ndimage.median_filter(detections[ks, axis], size=min(window, len(ks)) | 1)
-                for axis in (0, 1)
-            ],
-            axis=1,
+        if len(ks) < 2:
+            break
+        # Median of the actual neighbours within 15 mm (no padding: an outlier at the end
+        # of the range must not be its own reference).
+        reference = np.array(
+            [np.median(detections[ks[np.abs(ks - k) <= reach]], axis=0) for k in ks]
         )
         offset_mm = np.hypot(
-            (detections[ks, 0] - med[:, 0]) * spacing[1],
-            (detections[ks, 1] - med[:, 1]) * spacing[2],
+            (detections[ks, 0] - reference[:, 0]) * spacing[1],
+            (detections[ks, 1] - reference[:, 1]) * spacing[2],
         )
         valid[ks[offset_mm > 12.0]] = False
     center = np.full((nk, 2), np.nan)

@@ -61,29 +61,35 @@ def grow_from(
     return ndimage.binary_dilation(np.isin(labelled, keep), element) & candidates
 
 
-def split_bulges(
-    mask: np.ndarray, keep_marker: np.ndarray, spacing_ji: tuple[float, float]
-) -> np.ndarray:
-    """Split `mask` into its bulges (watershed of the distance map, one basin per local
-    maximum at least 6 mm from the next and 3 mm deep) and keep the basins whose maximum
-    lies in `keep_marker`."""
-    if not mask.any():
-        return mask
+def bulges(mask: np.ndarray, spacing_ji: tuple[float, float]) -> np.ndarray:
+    """Label `mask` (one slice) by bulge: watershed of the distance map, one basin per local
+    maximum at least 6 mm from the next and 3 mm deep, one per part too thin for that."""
     distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
     separation = max(1, round(6.0 / min(spacing_ji)))
     peaks = peak_local_max(distance, min_distance=separation, threshold_abs=3.0, labels=mask)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # A part too thin for a 3 mm peak is one bulge, marked at its thickest point.
     parts, count = ndimage.label(mask)
     unmarked = np.setdiff1d(np.arange(1, count + 1), parts[markers > 0])
     if len(unmarked):
         tops = ndimage.maximum_position(distance, parts, unmarked)
         for n, top in enumerate(tops, start=len(peaks) + 1):
             markers[top] = n
-    basins = watershed(-distance, markers, mask=mask)
-    keep = np.unique(markers[keep_marker & (markers > 0)])
-    return np.isin(basins, keep[keep != 0])
+    return watershed(-distance, markers, mask=mask)
+
+
+def split_bulges(
+    mask: np.ndarray, keep_marker: np.ndarray, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """The bulges of `mask` (see `bulges`) whose deepest point lies in `keep_marker`."""
+    if not mask.any():
+        return mask
+    basins = bulges(mask, spacing_ji)
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
+    count = int(basins.max())
+    tops = ndimage.maximum_position(distance, basins, np.arange(1, count + 1))
+    keep = [n for n, top in enumerate(tops, start=1) if keep_marker[top]]
+    return np.isin(basins, keep)
 
 
 def thin_part(mask: np.ndarray, max_radius_mm: float, spacing_ji: tuple[float, float]):

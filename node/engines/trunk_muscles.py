@@ -139,7 +139,7 @@ def posterior_groups(
             ps = grow_from(tissue & region, seeds & tissue, 2.5, spacing_ji)
             # A kidney or bowel loop joined to the psoas is a bulge of its own, centred
             # far from the vertebral body.
-            ps = split_bulges(ps, lateral <= r + 35.0, spacing_ji)
+            ps = split_bulges(ps, (lateral <= r + 35.0) & (frame.forward <= 0.8 * r), spacing_ji)
             ps = fill_muscle(ps, allowed & region, spacing_ji)
             groups[f"psoas_{side}"][k][box] = ps
             # Quadratus lumborum: lateral to the transverse process, in front of the erector.

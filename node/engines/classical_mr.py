@@ -1,0 +1,188 @@
+"""`classical-mr`: the default MR engine, from fat/muscle contrast and anatomy, no weights.
+
+Works on Dixon pairs (water image plus `volume.channels["fat"]`) and on plain fat-bright
+axial series (T1, T2 fast spin echo). A lumbar station (the two psoas beside a vertebral
+body) gives the paraspinal muscles split into multifidus and erector spinae, the psoas
+major and the quadratus lumborum; a thigh station (two legs, each with a femur) gives the
+anterior, medial and posterior compartments. Anything else is left unsegmented with a
+note. Fat fraction is not computed here: the measurement layer takes it from the channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.sr.codedict import codes
+from scipy import ndimage
+from skimage.segmentation import watershed
+
+from ..anatomy import (
+    ERECTOR,
+    MULTIFIDUS_SIDES,
+    PSOAS,
+    QUADRATUS,
+    THIGH_ANTERIOR,
+    THIGH_MEDIAL,
+    THIGH_POSTERIOR,
+    Structure,
+)
+from ..volume import Volume
+from . import Algorithm, LabelMap, register
+from .body_wall import wall_band
+from .landmarks_ct import Spine
+from .landmarks_mr import MUSCLE_BELOW, body_mask_mr, fat_likeness, find_spine_mr
+from .morphology import disk, smooth_in_plane
+from .orientation import OrientationError, canonical
+from .thigh_mr import thigh_compartments
+from .trunk_muscles import SIDES, SliceFrame, posterior_groups
+
+VERSION = "0.1.0"
+DEEP_MUSCLE_BELOW = 0.25
+
+_LUMBAR: tuple[tuple[str, Structure], ...] = (
+    *((f"multifidus_{s.side}", s) for s in MULTIFIDUS_SIDES),
+    *((f"erector_spinae_{s.side}", s) for s in ERECTOR),
+    *((f"psoas_{s.side}", s) for s in PSOAS),
+    *((f"quadratus_lumborum_{s.side}", s) for s in QUADRATUS),
+)
+_THIGH: tuple[tuple[str, Structure], ...] = (
+    *((f"anterior_{s.side}", s) for s in THIGH_ANTERIOR),
+    *((f"medial_{s.side}", s) for s in THIGH_MEDIAL),
+    *((f"posterior_{s.side}", s) for s in THIGH_POSTERIOR),
+)
+NOTE = "Classical engine (no trained model), research use only; not validated for clinical use."
+
+
+class ClassicalMrEngine:
+    """Lumbar and thigh muscles on MR from fat-likeness, fat planes and landmarks."""
+
+    algorithm = Algorithm(
+        name="myonode-classical-mr",
+        version=VERSION,
+        family=codes.cid7162.MorphologicalOperations,
+        kind="classical",
+        intended_use="research",
+        parameters={"muscle_fat_likeness_below": f"{MUSCLE_BELOW:g}"},
+    )
+
+    def segment(self, volume: Volume) -> LabelMap:
+        try:
+            view = canonical(volume.geometry)
+        except OrientationError as error:
+            return _empty(volume, f"Not segmented: {error}.")
+        signal = view.view(volume.array)
+        fat = volume.channels.get("fat")
+        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
+        body = body_mask_mr(signal if fat is None else signal + view.view(fat))
+        notes = [NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
+        if body.any() and _touches_edge(body):
+            notes.append("The body extends beyond the field of view: lateral parts are cut.")
+        spine, _mid = find_spine_mr(likeness, body, view.spacing)
+        if spine.present.sum() >= max(2, 0.5 * len(spine.present)):
+            masks, groups = lumbar_groups(likeness, body, spine, view.spacing), _LUMBAR
+            notes.append(f"Lumbar station: column found on {int(spine.present.sum())} slices.")
+        else:
+            masks, measured = thigh_compartments(likeness, body, view.spacing, MUSCLE_BELOW)
+            groups = _THIGH
+            if measured:
+                notes.append(f"Thigh station: both femurs found on {measured} slices.")
+            else:
+                return _empty(
+                    volume,
+                    "Neither a lumbar station (psoas either side of a vertebral body) nor a "
+                    "thigh station (two legs with their femurs) was recognised.",
+                )
+        labels = np.zeros(signal.shape, dtype=np.uint8)
+        for value, (key, _structure) in enumerate(groups, start=1):
+            labels[masks[key] & (labels == 0)] = value
+        structures = {
+            value: structure
+            for value, (_key, structure) in enumerate(groups, start=1)
+            if (labels == value).any()
+        }
+        missing = [s.name for _key, s in groups if s not in structures.values()]
+        if missing:
+            notes.append("Not found in this series: " + ", ".join(missing) + ".")
+        return LabelMap(labels=view.restore(labels), structures=structures, notes=notes)
+
+
+def _plain_note() -> str:
+    return "No Dixon fat image: muscle told from fat by signal relative to local fat."
+
+
+def _empty(volume: Volume, note: str) -> LabelMap:
+    return LabelMap(
+        labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=[NOTE, note]
+    )
+
+
+def _touches_edge(body: np.ndarray) -> bool:
+    edges = body[:, :, 0].any() or body[:, :, -1].any()
+    return bool(edges and body[:, :, [0, -1]].sum() > 0.02 * body.shape[0] * body.shape[1])
+
+
+def lumbar_groups(
+    likeness: np.ndarray, body: np.ndarray, spine: Spine, spacing: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Paraspinal (split into multifidus and erector spinae), psoas and quadratus lumborum."""
+    smooth = smooth_in_plane(likeness, 1.0, spacing)
+    fat = (smooth >= MUSCLE_BELOW) & body
+    _band, depth = wall_band(~fat & body, body, fat, spacing)
+    vertebra = vertebral_bodies(body.shape, spine, spacing)
+    everywhere = np.ones(len(body), dtype=bool)
+    # Paraspinal muscles often carry fatty streaks, so they are grown through moderately
+    # fat-like tissue; psoas and quadratus lie in retroperitoneal fat of intermediate
+    # signal and are grown through clearly dark tissue only.
+    masks = posterior_groups(~fat & body, depth, vertebra, spine, spacing, everywhere)
+    deep = posterior_groups(
+        (smooth < DEEP_MUSCLE_BELOW) & body, depth, vertebra, spine, spacing, everywhere
+    )
+    for side in SIDES:
+        others = masks[f"erector_spinae_{side}"]
+        for name in ("psoas", "quadratus_lumborum"):
+            masks[f"{name}_{side}"] = deep[f"{name}_{side}"] & ~others
+    for side in SIDES:
+        paraspinal = masks.pop(f"erector_spinae_{side}")
+        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
+            paraspinal, smooth, spine, spacing, side
+        )
+    return masks
+
+
+def vertebral_bodies(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) -> np.ndarray:
+    """The vertebral body as an ellipse between the psoas muscles (radius r across, 1.2 r
+    front to back): on T2 marrow is as dark as muscle, so it must be excluded by anatomy."""
+    out = np.zeros(shape, dtype=bool)
+    for k in np.nonzero(spine.present)[0]:
+        frame = SliceFrame.at(shape[1:], spine, k, spacing)
+        r = frame.radius
+        out[k] = (frame.lateral / r) ** 2 + (frame.forward / (1.2 * r)) ** 2 <= 1.0
+    return out
+
+
+def split_paraspinal(
+    paraspinal: np.ndarray, smooth: np.ndarray, spine: Spine, spacing: np.ndarray, side: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multifidus (medial, against the spinous process and lamina) and erector spinae
+    (lateral), divided along the fatty septum between them by a watershed on fat-likeness."""
+    multifidus = np.zeros_like(paraspinal)
+    erector = np.zeros_like(paraspinal)
+    spacing_ji = (float(spacing[1]), float(spacing[2]))
+    for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+        frame = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing)
+        lateral = frame.toward(side)
+        mask = paraspinal[k]
+        extent = float(lateral[mask].max())
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[mask & (lateral <= min(15.0, 0.3 * extent))] = 1
+        markers[mask & (lateral >= 0.65 * extent)] = 2
+        if len(np.unique(markers)) < 3:
+            erector[k] = mask
+            continue
+        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
+        basins = watershed(landscape, markers, mask=mask)
+        multifidus[k] = basins == 1
+        erector[k] = basins == 2
+    return multifidus, erector
+
+
+register("classical-mr", lambda _argument: ClassicalMrEngine())
