@@ -90,11 +90,12 @@ class ClassicalCtEngine:
         missing = [s.name for _key, s in _GROUPS if s not in structures.values()]
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
+        found = _source_landmarks(landmarks, view, hu.shape[0], notes)
         return LabelMap(
             labels=view.restore(labels),
             structures=structures,
             notes=[*NOTES_ALWAYS, *notes],
-            landmarks=_source_landmarks(landmarks, view, hu.shape[0], notes),
+            landmarks=found,
         )
 
 
