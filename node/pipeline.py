@@ -44,9 +44,16 @@ PIPELINES: dict[str, Pipeline] = {
     "ct_muscle": Pipeline(
         name="ct_muscle",
         title="CT abdominal muscle",
-        engine="threshold",
+        engine="classical-ct",
         procedure=codes.cid100.CTUnspecifiedBodyRegion,
         series_number_base=9100,
+    ),
+    "mr_muscle": Pipeline(
+        name="mr_muscle",
+        title="MR lumbar or thigh muscle",
+        engine="classical-mr",
+        procedure=codes.cid100.MRIUnspecifiedBodyRegion,
+        series_number_base=9200,
     ),
 }
 

@@ -55,7 +55,7 @@ def test_process_folder_writes_seg_and_sr(tmp_path, ct_series):
     outputs = sorted(out.rglob("*.dcm"))
     assert sorted(p.name for p in outputs) == ["report.dcm", "seg.dcm", "sr.dcm"]
     assert sorted(pydicom.dcmread(p).Modality for p in outputs) == RESULT_MODALITIES
-    assert "muscle_density_tissue" in completed.stdout
+    assert "erector_spinae_left" in completed.stdout
     status = myonode(
         "status", "--json", env={"MYONODE_STORAGE__DATA_DIR": str(out), "PATH": "/usr/bin:/bin"}
     )

@@ -56,19 +56,22 @@ def test_seg_and_sr_come_back_and_agree(tmp_path, node_factory, ct_series, store
     voxels = int(np.count_nonzero(seg.pixel_array))
     assert voxels > 0
 
-    [group] = sr.content.get_volumetric_roi_measurement_groups()
-    [volume] = group.get_measurements(name=codes.SCT.Volume)
-    assert volume.value == pytest.approx(
-        voxels * source.geometry.voxel_volume_mm3 / 1000, rel=1e-12
-    )
-    assert str(volume.unit.value) == "cm3"
-    assert group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
-    mass = next(m for m in group.get_measurements() if m.name.value == "118538004")
-    assert mass.value == pytest.approx(volume.value * 1.06, rel=1e-12)
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == len(seg.SegmentSequence)
+    total_cm3 = 0.0
+    for group in groups:
+        [volume] = group.get_measurements(name=codes.SCT.Volume)
+        assert str(volume.unit.value) == "cm3"
+        assert group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        mass = next(m for m in group.get_measurements() if m.name.value == "118538004")
+        assert mass.value == pytest.approx(volume.value * 1.06, rel=1e-12)
+        total_cm3 += volume.value
+    # Labels are exclusive, so the segments' volumes add up to every SEG voxel.
+    assert total_cm3 == pytest.approx(voxels * source.geometry.voxel_volume_mm3 / 1000, rel=1e-9)
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
-    assert algorithm.AlgorithmName == "myonode-hu-threshold"
+    assert algorithm.AlgorithmName == "myonode-classical-ct"
     text = " ".join(sr_texts(sr))
-    assert "classical" in text and "Intended use: demonstration" in text
+    assert "classical" in text and "Intended use: research" in text
 
 
 def test_outputs_are_deterministic_per_series_and_version(tmp_path, ct_series):
