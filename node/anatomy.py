@@ -62,7 +62,7 @@ MUSCLE_TISSUE = Code("91727004", "SCT", "Muscle")
 PSOAS_MAJOR = private_code("PSOAS", "Psoas major muscle")  # 64038003 is a lymph node in CID 7600
 MULTIFIDUS = private_code("MULTIFIDUS", "Multifidus muscle")
 LATERAL_ABDOMINALS = private_code(
-    "LATABD", "Lateral abdominal muscles (external oblique, internal oblique, transversus)"
+    "LATABD", "Lateral abdominal muscles (obliques and transversus abdominis)"
 )
 ANTERIOR_THIGH = private_code("ANTTHIGH", "Anterior thigh compartment muscles")
 THIGH_MUSCLES = private_code("THIGH", "Thigh muscles")

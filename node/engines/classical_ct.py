@@ -2,10 +2,13 @@
 
 Steps (all in the canonical orientation, see `orientation.py`): landmarks (body, spine,
 lungs, vertebral levels, pelvis), the muscular body wall, the posterior groups around the
-spine, the wall groups, and the remainder of skeletal muscle. Labels are exclusive; the
-seed 000 region (lung base to the inferior aspect of L5) and the L3 slice are reported as
-landmarks, so the measurement layer can restrict to them. Whatever cannot be found is left
-out and said in a note, never guessed.
+spine, the wall groups, and the remainder of skeletal muscle. Labels are exclusive and
+cover each muscle wherever it is in view; the seed 000 region (lung base to the inferior
+aspect of L5) is reported as landmarks (`region_top_slice` at the lung base,
+`region_bottom_slice` at the inferior aspect of L5, source slice indices, and
+`region_complete` 1 when both are found), with `l3_slice` (mid-L3), so the measurement
+layer can restrict to them. Whatever cannot be found is left out and said in a note,
+never guessed.
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def _source_landmarks(
     def source(k: int) -> int:
         return nk - 1 - k if view.flips[0] else k
 
-    found: dict[str, int | float] = {}
+    found: dict[str, int | float] = {"region_complete": 0}
     l3 = landmarks.vertebra("L3")
     if l3 is not None and l3.complete:
         found["l3_slice"] = source(l3.middle)
@@ -168,6 +171,7 @@ def _source_landmarks(
         found["region_bottom_slice"] = source(l5.bottom)
     else:
         notes.append("Inferior aspect of L5 not found: the seed 000 region has no inferior limit.")
+    found["region_complete"] = int("region_top_slice" in found and "region_bottom_slice" in found)
     return found
 
 

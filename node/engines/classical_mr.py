@@ -71,6 +71,12 @@ class ClassicalMrEngine:
             return _empty(volume, f"Not segmented: {error}.")
         signal = view.view(volume.array)
         fat = volume.channels.get("fat")
+        if fat is None and _water_image(volume):
+            return _empty(
+                volume,
+                "Dixon water image without its fat image: fat is dark here, and the engine "
+                "needs the water and fat pair or a fat-bright series; nothing measured.",
+            )
         likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         body = body_mask_mr(signal if fat is None else signal + view.view(fat))
         notes = [NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
@@ -103,6 +109,22 @@ class ClassicalMrEngine:
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
         return LabelMap(labels=view.restore(labels), structures=structures, notes=notes)
+
+
+def _water_image(volume: Volume) -> bool:
+    """Whether the series is the water image of a Dixon acquisition (routing's reading)."""
+    if not volume.datasets:
+        return False
+    from ..routing.dixon import channel
+
+    first = volume.datasets[0]
+    found, _evidence = channel(
+        [str(v) for v in first.get("ImageType", [])],
+        str(first.get("SeriesDescription", "")),
+        str(first.get("ProtocolName", "")),
+        {},
+    )
+    return found == "water"
 
 
 def _plain_note() -> str:
