@@ -35,7 +35,7 @@ from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from .morphology import disk, largest_component, smooth_in_plane
 from .muscle_groups_ct import gluteal_groups, muscle_range
 from .orientation import Canonical, OrientationError, canonical
-from .trunk_muscles import posterior_groups, wall_groups
+from .trunk_muscles import cut_sides, posterior_groups, wall_groups
 
 VERSION = "0.1.0"
 
@@ -130,6 +130,13 @@ def segment_canonical(
         labels[masks[key] & (labels == 0)] = value
     if not landmarks.spine.present.any():
         notes.append("Without the vertebral column only the body wall was segmented.")
+    for side in ("left", "right"):
+        cut = sum(side in cut_sides(landmarks.body[k]) for k in range(hu.shape[0]))
+        if cut:
+            notes.append(
+                f"The field of view cuts the patient's {side} side on {cut} slices: "
+                "no rectus or lateral abdominals labelled there."
+            )
     return labels, notes, landmarks
 
 

@@ -28,6 +28,7 @@ MUSCLE_HU = (-29.0, 150.0)  # seed 000
 BONE_HU = 200.0  # cortical bone at any slice thickness; cancellous bone may be lower
 LUNG_HU = (-950.0, -500.0)  # aerated lung parenchyma (bowel gas is below, near -1000)
 LUMBAR_NAMES = ("L1", "L2", "L3", "L4", "L5")
+EDGE_CLEARANCE_MM = 60.0  # a column closer than this to the image's side edge is not used
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def find_spine(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> Spine:
 
     A vertebral body is the only structure near the posterior midline where a disk of 9 mm
     radius fits in tissue above 100 HU (after 2 mm smoothing): posterior elements are too
-    thin and lie further back, the aorta is narrower and lies in front. Per-slice
+    thin and lie further back, the aorta is narrower and lies in front. A column within
+    60 mm of the image's side edge is not used (the field of view may cut it). Per-slice
     detections are then made consistent along z (running median, outliers rejected), which
     also bridges the intervertebral discs.
     """
@@ -125,7 +127,9 @@ def find_spine(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> Spine:
         cj, ci = bj.mean(), bi.mean()
         width_mm = (bi.max() - bi.min() + 1) * si
         depth = bj.max() - bj.min() + 1
-        zone = (np.abs(ii - ci) * si < 0.2 * width_mm) & (jj > cj - 0.1 * depth)
+        # Near the image's side edges the column may be cut: left and right of it unknown.
+        clear = (ii * si >= EDGE_CLEARANCE_MM) & ((hu.shape[2] - 1 - ii) * si >= EDGE_CLEARANCE_MM)
+        zone = (np.abs(ii - ci) * si < 0.2 * width_mm) & (jj > cj - 0.1 * depth) & clear
         fit = (fraction[k] >= 0.7) & zone
         labelled, count = ndimage.label(fit)
         if count == 0:

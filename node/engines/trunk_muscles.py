@@ -162,6 +162,17 @@ def posterior_groups(
     return groups
 
 
+def cut_sides(body_slice: np.ndarray) -> set[str]:
+    """The patient's sides where the body runs into the image's side edge (canonical
+    orientation: column 0 is the patient's right)."""
+    cut = set()
+    if body_slice[:, 0].sum() >= 3:
+        cut.add("right")
+    if body_slice[:, -1].sum() >= 3:
+        cut.add("left")
+    return cut
+
+
 def _split_anterior_wall(
     muscle: np.ndarray, anterior: np.ndarray, center_i: float, half_width_mm: float, si: float
 ) -> tuple[float, float, float]:
@@ -231,6 +242,8 @@ def wall_groups(
         # Angle from straight ahead (0) round to straight back (180 degrees), per side.
         angle = np.degrees(np.arctan2(np.abs(x), (cj - jj) * sj))
         for side, edge in (("left", left_edge), ("right", right_edge)):
+            if side in cut_sides(body[k]):
+                continue  # the field of view cuts this side: its wall is not whole
             on_side = x > alba if side == "left" else x <= alba
             limit = 180.0
             # The flat muscles end where the back muscles reach the wall surface.
