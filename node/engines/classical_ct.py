@@ -118,7 +118,18 @@ def segment_canonical(
     lower_limit = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
     if lower_limit is not None:
         below_ribs[lower_limit + 1 :] = False
-    masks = posterior_groups(muscle, depth, landmarks.bone, landmarks.spine, spacing, below_ribs)
+    # Growth stops at partial-volume fat planes (a quarter fat or more: below about
+    # -15 HU for the erector, 0 HU for psoas and quadratus, which touch organs); holes
+    # are filled afterwards, so fatty streaks inside a muscle stay part of it.
+    masks = posterior_groups(
+        muscle & (smooth >= -15.0),
+        muscle & (smooth >= 0.0),
+        depth,
+        landmarks.bone,
+        landmarks.spine,
+        spacing,
+        below_ribs,
+    )
     masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
     claimed = np.zeros(hu.shape, dtype=bool)
     for mask in masks.values():

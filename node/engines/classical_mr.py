@@ -150,18 +150,18 @@ def lumbar_groups(
     fat = (smooth >= MUSCLE_BELOW) & body
     _band, depth = wall_band(~fat & body, body, fat, spacing)
     vertebra = vertebral_bodies(body.shape, spine, spacing)
-    everywhere = np.ones(len(body), dtype=bool)
     # Paraspinal muscles often carry fatty streaks, so they are grown through moderately
     # fat-like tissue; psoas and quadratus lie in retroperitoneal fat of intermediate
     # signal and are grown through clearly dark tissue only.
-    masks = posterior_groups(~fat & body, depth, vertebra, spine, spacing, everywhere)
-    deep = posterior_groups(
-        (smooth < DEEP_MUSCLE_BELOW) & body, depth, vertebra, spine, spacing, everywhere
+    masks = posterior_groups(
+        ~fat & body,
+        (smooth < DEEP_MUSCLE_BELOW) & body,
+        depth,
+        vertebra,
+        spine,
+        spacing,
+        np.ones(len(body), dtype=bool),
     )
-    for side in SIDES:
-        others = masks[f"erector_spinae_{side}"]
-        for name in ("psoas", "quadratus_lumborum"):
-            masks[f"{name}_{side}"] = deep[f"{name}_{side}"] & ~others
     for side in SIDES:
         paraspinal = masks.pop(f"erector_spinae_{side}")
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(

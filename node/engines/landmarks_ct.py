@@ -160,7 +160,7 @@ def _track(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray) -> S
             (detections[ks, 0] - reference[:, 0]) * spacing[1],
             (detections[ks, 1] - reference[:, 1]) * spacing[2],
         )
-        valid[ks[offset_mm > 12.0]] = False
+        valid[ks[offset_mm > 15.0]] = False
     center = np.full((nk, 2), np.nan)
     present = np.zeros(nk, dtype=bool)
     ks = np.nonzero(valid)[0]
@@ -170,7 +170,9 @@ def _track(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray) -> S
         for axis in (0, 1):
             center[:, axis] = np.interp(all_k, ks, detections[ks, axis])
         present[ks.min() : ks.max() + 1] = True
-        radius = np.interp(all_k, ks, radius[ks])
+        # The radius is a size, not a position: its noise is taken out with a median.
+        steady = [np.median(radius[ks[np.abs(ks - k) <= reach]]) for k in ks]
+        radius = np.interp(all_k, ks, steady)
     return Spine(center=center, radius_mm=np.where(present, radius, np.nan), present=present)
 
 

@@ -69,6 +69,7 @@ def _window(
 
 def posterior_groups(
     muscle: np.ndarray,
+    deep_muscle: np.ndarray,
     depth: np.ndarray,
     bone: np.ndarray,
     spine: Spine,
@@ -77,9 +78,12 @@ def posterior_groups(
 ) -> dict[str, np.ndarray]:
     """Erector spinae (with multifidus), psoas and quadratus lumborum, per side.
 
-    `muscle` is the modality's muscle mask, `bone` what must never be muscle (empty where
-    the modality does not show bone apart). `depth` is the depth below the outer wall
-    surface (body_wall); voxels above it are skin and subcutaneous fat, never muscle.
+    `muscle` is the modality's muscle mask for the erector spinae, which is bounded by fat
+    and may carry fatty streaks; `deep_muscle` a stricter one for psoas and quadratus,
+    which lie against organs and bowel with thin fat planes between. `bone` is what must
+    never be muscle (empty where the modality does not show bone apart). `depth` is the
+    depth below the outer wall surface (body_wall); voxels above it are skin and
+    subcutaneous fat, never muscle.
     Psoas and quadratus lumborum are only sought on `abdominal` slices (below the 12th
     rib): above it the diaphragmatic crura and intercostal muscles sit where they would.
     """
@@ -95,8 +99,9 @@ def posterior_groups(
         origin = (box[0].start, box[1].start)
         beneath = np.nan_to_num(depth[k][box], nan=-1.0) >= 0.0
         bone_k = bone[k][box]
-        tissue = muscle[k][box] & beneath
-        tissue &= ~ndimage.binary_dilation(bone_k, disk(1.0, spacing_ji))
+        clear = beneath & ~ndimage.binary_dilation(bone_k, disk(1.0, spacing_ji))
+        tissue = muscle[k][box] & clear
+        deep = deep_muscle[k][box] & clear
         allowed = beneath & ~bone_k
         frame = SliceFrame.at(bone_k.shape, spine, k, spacing, origin)
         r = frame.radius
@@ -112,9 +117,12 @@ def posterior_groups(
                 & (lateral <= 40.0)
             )
             es = grow_from(tissue & region, seeds & tissue, 4.0, spacing_ji)
-            es = split_bulges(
-                es, region & (lateral <= 55.0) & (frame.forward >= -r - 60.0), spacing_ji
-            )
+            # Bulges of the erector: beside the spine, or further out but deep (the
+            # iliocostalis); a lateral bulge just under the fat is latissimus or serratus.
+            deep_enough = np.nan_to_num(depth[k][box], nan=0.0) >= 15.0
+            own = region & ((lateral <= 55.0) | (deep_enough & (lateral <= 75.0)))
+            own &= frame.forward >= -r - 60.0
+            es = split_bulges(es, own, spacing_ji)
             es = fill_muscle(es, allowed & region, spacing_ji)
             groups[f"erector_spinae_{side}"][k][box] = es
             if not abdominal[k]:
@@ -136,7 +144,7 @@ def posterior_groups(
                 & (frame.forward >= -0.8 * r)
                 & (lateral >= 0.9 * r)
             )
-            ps = grow_from(tissue & region, seeds & tissue, 2.5, spacing_ji)
+            ps = grow_from(deep & region, seeds & deep, 2.5, spacing_ji)
             # A kidney or bowel loop joined to the psoas is a bulge of its own, centred
             # far from the vertebral body.
             ps = split_bulges(ps, (lateral <= r + 35.0) & (frame.forward <= 0.8 * r), spacing_ji)
@@ -152,7 +160,7 @@ def posterior_groups(
                 & ~ps
             )
             touching = ndimage.binary_dilation(es | ps, disk(4.0, spacing_ji))
-            ql = grow_from(tissue & region, touching & tissue & region, 2.5, spacing_ji)
+            ql = grow_from(deep & region, touching & deep & region, 2.5, spacing_ji)
             # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
             near_back = ndimage.binary_dilation(es | ps, disk(25.0, spacing_ji))
             ql = split_bulges(ql, thin_part(ql, 12.0, spacing_ji) & near_back, spacing_ji)
