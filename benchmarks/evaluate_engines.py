@@ -40,8 +40,8 @@ def print_result(result: CaseResult) -> None:
 
 
 def write_overlay(result: CaseResult, path: Path, slices: int = 3) -> None:
-    """Axial slices (canonical view) where the references are largest: ours filled,
-    reference outlined."""
+    """Axial slices (canonical view) spread over the references' extent, inferior to
+    superior: ours filled, reference outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,8 +53,11 @@ def write_overlay(result: CaseResult, path: Path, slices: int = 3) -> None:
     reference = np.zeros(image.shape, dtype=bool)
     for mask in result.references.values():
         reference |= view.view(mask)
-    area = reference.sum(axis=(1, 2))
-    ks = sorted(np.argsort(area)[::-1][:slices]) if area.any() else [image.shape[0] // 2]
+    covered = np.nonzero(reference.any(axis=(1, 2)))[0]
+    if len(covered):
+        ks = sorted({int(k) for k in np.quantile(covered, np.linspace(0.15, 0.85, slices))})
+    else:
+        ks = [image.shape[0] // 2]
     low, high = (-160, 240) if result.case.engine.endswith("ct") else np.percentile(image, [1, 99])
     fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 4))
     for axis, k in zip(np.atleast_1d(axes), ks, strict=True):
@@ -67,7 +70,7 @@ def write_overlay(result: CaseResult, path: Path, slices: int = 3) -> None:
         axis.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=60)
+    fig.savefig(path, dpi=50)
     plt.close(fig)
 
 
