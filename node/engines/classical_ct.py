@@ -134,8 +134,9 @@ def segment_canonical(
     claimed = np.zeros(hu.shape, dtype=bool)
     for mask in masks.values():
         claimed |= mask
+    back_other = masks.pop("other")
     masks |= wall_groups(band & muscle & ~claimed, landmarks.body, depth, masks, spacing)
-    masks["other"] |= limb_muscle(muscle, landmarks.body, spacing)
+    masks["other"] |= back_other | limb_muscle(muscle, landmarks.body, spacing)
     labels = np.zeros(hu.shape, dtype=np.uint8)
     for value, (key, _structure) in enumerate(_GROUPS, start=1):
         labels[masks[key] & (labels == 0)] = value

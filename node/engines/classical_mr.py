@@ -162,6 +162,7 @@ def lumbar_groups(
         spacing,
         np.ones(len(body), dtype=bool),
     )
+    del masks["other"]  # bulges beside the paraspinals: not reported on MR
     for side in SIDES:
         paraspinal = masks.pop(f"erector_spinae_{side}")
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(

@@ -76,7 +76,8 @@ def posterior_groups(
     spacing: np.ndarray,
     abdominal: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Erector spinae (with multifidus), psoas and quadratus lumborum, per side.
+    """Erector spinae (with multifidus), psoas and quadratus lumborum, per side, and the
+    other back muscles met on the way ("other").
 
     `muscle` is the modality's muscle mask for the erector spinae, which is bounded by fat
     and may carry fatty streaks; `deep_muscle` a stricter one for psoas and quadratus,
@@ -93,6 +94,7 @@ def posterior_groups(
         for name in ("erector_spinae", "psoas", "quadratus_lumborum")
         for side in SIDES
     }
+    groups["other"] = np.zeros(shape, dtype=bool)
     spacing_ji = (float(spacing[1]), float(spacing[2]))
     for k in np.nonzero(spine.present)[0]:
         box = _window(shape[1:], spine, k, spacing)
@@ -116,15 +118,17 @@ def posterior_groups(
                 & (lateral >= 8.0)
                 & (lateral <= 40.0)
             )
-            es = grow_from(tissue & region, seeds & tissue, 4.0, spacing_ji)
+            grown = grow_from(tissue & region, seeds & tissue, 4.0, spacing_ji)
             # Bulges of the erector: beside the spine, or further out but deep (the
             # iliocostalis); a lateral bulge just under the fat is latissimus or serratus.
             deep_enough = np.nan_to_num(depth[k][box], nan=0.0) >= 15.0
             own = region & ((lateral <= 55.0) | (deep_enough & (lateral <= 75.0)))
             own &= frame.forward >= -r - 60.0
-            es = split_bulges(es, own, spacing_ji)
-            es = fill_muscle(es, allowed & region, spacing_ji)
+            es = fill_muscle(split_bulges(grown, own, spacing_ji), allowed & region, spacing_ji)
             groups[f"erector_spinae_{side}"][k][box] = es
+            # The other bulges are back muscles too, behind the transverse processes where
+            # no organ lies.
+            groups["other"][k][box] |= grown & ~es & (frame.forward <= -r - 15.0)
             if not abdominal[k]:
                 continue
             # Psoas: beside the vertebral body, in front of the transverse process; the
