@@ -154,7 +154,7 @@ def psoas_pair(
     Psoas, vertebral body and bowel touch each other, so the dark tissue is first cut into
     bulges at its necks (watershed of the distance map)."""
     sj, si = spacing_ji
-    labelled = bulges(dark, spacing_ji)
+    labelled, _tops = bulges(dark, spacing_ji)
     candidates = {"left": [], "right": []}
     for number, box in enumerate(ndimage.find_objects(labelled), start=1):
         part = labelled[box] == number

@@ -61,21 +61,28 @@ def grow_from(
     return ndimage.binary_dilation(np.isin(labelled, keep), element) & candidates
 
 
-def bulges(mask: np.ndarray, spacing_ji: tuple[float, float]) -> np.ndarray:
+def bulges(
+    mask: np.ndarray, spacing_ji: tuple[float, float]
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Label `mask` (one slice) by bulge: watershed of the distance map, one basin per local
-    maximum at least 6 mm from the next and 3 mm deep, one per part too thin for that."""
+    maximum at least 6 mm from the next and 3 mm deep, one per part too thin for that.
+    Returns the basins (1..n) and the deepest point of each, in label order."""
     distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
     separation = max(1, round(6.0 / min(spacing_ji)))
     peaks = peak_local_max(distance, min_distance=separation, threshold_abs=3.0, labels=mask)
+    tops = [(int(j), int(i)) for j, i in peaks]
+    parts, _count = ndimage.label(mask)
+    marked = set(parts[tuple(peaks.T)].tolist()) if len(peaks) else set()
+    for number, box in enumerate(ndimage.find_objects(parts), start=1):
+        if box is None or number in marked:
+            continue
+        local = np.where(parts[box] == number, distance[box], -1.0)
+        j, i = np.unravel_index(int(np.argmax(local)), local.shape)
+        tops.append((int(j + box[0].start), int(i + box[1].start)))
     markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    parts, count = ndimage.label(mask)
-    unmarked = np.setdiff1d(np.arange(1, count + 1), parts[markers > 0])
-    if len(unmarked):
-        tops = ndimage.maximum_position(distance, parts, unmarked)
-        for n, top in enumerate(tops, start=len(peaks) + 1):
-            markers[top] = n
-    return watershed(-distance, markers, mask=mask)
+    for n, top in enumerate(tops, start=1):
+        markers[top] = n
+    return watershed(-distance, markers, mask=mask), tops
 
 
 def split_bulges(
@@ -84,10 +91,7 @@ def split_bulges(
     """The bulges of `mask` (see `bulges`) whose deepest point lies in `keep_marker`."""
     if not mask.any():
         return mask
-    basins = bulges(mask, spacing_ji)
-    distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
-    count = int(basins.max())
-    tops = ndimage.maximum_position(distance, basins, np.arange(1, count + 1))
+    basins, tops = bulges(mask, spacing_ji)
     keep = [n for n, top in enumerate(tops, start=1) if keep_marker[top]]
     return np.isin(basins, keep)
 

@@ -166,7 +166,7 @@ def posterior_groups(
             touching = ndimage.binary_dilation(es | ps, disk(4.0, spacing_ji))
             ql = grow_from(deep & region, touching & deep & region, 2.5, spacing_ji)
             # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
-            near_back = ndimage.binary_dilation(es | ps, disk(25.0, spacing_ji))
+            near_back = ndimage.distance_transform_edt(~(es | ps), sampling=spacing_ji) <= 25.0
             ql = split_bulges(ql, thin_part(ql, 12.0, spacing_ji) & near_back, spacing_ji)
             groups[f"quadratus_lumborum_{side}"][k][box] = fill_muscle(
                 ql, allowed & region, spacing_ji
