@@ -11,23 +11,23 @@ from myonode.reference_cases import CASES, evaluate_case
 
 # (case, comparison) -> minimum Dice
 FLOORS = {
-    ("upper_abdomen_ct", "deep back muscles L"): 0.75,
-    ("upper_abdomen_ct", "deep back muscles R"): 0.70,
-    ("upper_abdomen_ct", "psoas L"): 0.60,
-    ("upper_abdomen_ct", "psoas R"): 0.45,
-    ("upper_abdomen_ct", "total skeletal muscle"): 0.77,
-    ("totalseg_dicom_series", "deep back muscles L"): 0.69,
+    ("upper_abdomen_ct", "deep back muscles L"): 0.79,
+    ("upper_abdomen_ct", "deep back muscles R"): 0.79,
+    ("upper_abdomen_ct", "psoas L"): 0.74,
+    ("upper_abdomen_ct", "psoas R"): 0.70,
+    ("upper_abdomen_ct", "total skeletal muscle"): 0.80,
+    ("totalseg_dicom_series", "deep back muscles L"): 0.73,
     ("totalseg_dicom_series", "deep back muscles R"): 0.74,
     ("lumbar_mr", "paraspinal L (multifidus + erector spinae)"): 0.76,
-    ("lumbar_mr", "paraspinal R (multifidus + erector spinae)"): 0.71,
-    ("lumbar_mr", "multifidus L"): 0.63,
-    ("lumbar_mr", "multifidus R"): 0.52,
+    ("lumbar_mr", "paraspinal R (multifidus + erector spinae)"): 0.70,
+    ("lumbar_mr", "multifidus L"): 0.64,
+    ("lumbar_mr", "multifidus R"): 0.55,
     ("lumbar_mr", "erector spinae L"): 0.77,
-    ("lumbar_mr", "erector spinae R"): 0.66,
-    ("lumbar_mr", "psoas L"): 0.85,
-    ("lumbar_mr", "psoas R"): 0.79,
-    ("lumbar_mr", "quadratus lumborum L"): 0.60,
-    ("lumbar_mr", "quadratus lumborum R"): 0.33,
+    ("lumbar_mr", "erector spinae R"): 0.65,
+    ("lumbar_mr", "psoas L"): 0.86,
+    ("lumbar_mr", "psoas R"): 0.80,
+    ("lumbar_mr", "quadratus lumborum L"): 0.55,
+    ("lumbar_mr", "quadratus lumborum R"): 0.46,
 }
 
 
