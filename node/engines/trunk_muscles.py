@@ -134,7 +134,7 @@ def posterior_groups(
             # Psoas: beside the vertebral body, in front of the transverse process; the
             # diaphragmatic crura lie further forward, against the front of the body.
             region = (
-                (frame.forward <= 1.5 * r)
+                (frame.forward <= 2.0 * r)
                 & (frame.forward >= -r - 10.0)
                 & (lateral >= 0.6 * r)
                 & (lateral <= r + 60.0)
