@@ -139,10 +139,10 @@ def find_spine(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> Spine:
         inscribed = ndimage.distance_transform_edt(chosen, sampling=(sj, si))
         detections[k] = ndimage.center_of_mass(chosen)
         radius[k] = 9.0 + float(inscribed.max())
-    return _track(detections, radius, spacing)
+    return track_column(detections, radius, spacing)
 
 
-def _track(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray) -> Spine:
+def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray) -> Spine:
     """Keep detections that agree with their neighbours along z; interpolate the rest."""
     nk = len(detections)
     valid = ~np.isnan(detections[:, 0])

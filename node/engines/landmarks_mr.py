@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from .landmarks_ct import Spine, _track
+from .landmarks_ct import Spine, track_column
 from .morphology import bulges, disk, fill_holes_per_slice, largest_component, smooth_in_plane
 
 MUSCLE_BELOW = 0.45  # fat-likeness under which tissue counts as muscle
@@ -143,7 +143,7 @@ def find_spine_mr(
         medial = [np.abs(np.nonzero(side)[1] - mid[k]).min() * si for side in (left, right)]
         detections[k] = (float(np.median(rows)), mid[k])
         radius[k] = max(10.0, float(np.mean(medial)))
-    return _track(detections, radius, spacing), mid
+    return track_column(detections, radius, spacing), mid
 
 
 def psoas_pair(
