@@ -83,6 +83,20 @@ def psoas_max_csa(label_map: LabelMap, volume: Volume) -> float | None:
     return float(slice_areas_cm2(mask, volume.geometry).max()) if mask.any() else None
 
 
+def seed000_region(label_map: LabelMap, volume: Volume) -> list[StructureMeasurements] | None:
+    """Structures measured between lung base and inferior L5 only (seed 000's region), when
+    the engine found both bounds; None otherwise."""
+    top = label_map.landmarks.get("region_top_slice")
+    bottom = label_map.landmarks.get("region_bottom_slice")
+    if top is None or bottom is None:
+        return None
+    first, last = sorted((int(top), int(bottom)))
+    inside = np.zeros(label_map.labels.shape[0], dtype=bool)
+    inside[max(first, 0) : last + 1] = True
+    labels = np.where(inside[:, np.newaxis, np.newaxis], label_map.labels, 0)
+    return measure_structures(labels, label_map.structures, volume.geometry)
+
+
 def compare(
     derived: Sequence[DerivedValue], facts: PatientFacts, region_complete: bool
 ) -> tuple[list[Comparison], list[str]]:
@@ -167,7 +181,9 @@ def assess(
         fat=volume.channels.get("fat"),
         l3_slice=int(l3) if l3 is not None else None,
     )
-    derived = derived_values(structures, facts, psoas_max_csa(label_map, volume))
+    derived = derived_values(
+        structures, facts, psoas_max_csa(label_map, volume), seed000_region(label_map, volume)
+    )
     region_complete = bool(label_map.landmarks.get("region_complete"))
     comparisons, notes = compare(derived, facts, region_complete)
     inputs = {

@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__
 from .config import ConfigError, Settings, dump_settings, load_settings
 from .index import Index
+from .results import ResultFilter
 from .routing.profiles import ProfileError
 
 # Piped output (logs, CI, scripts) gets wide tables rather than truncated cells.
@@ -46,22 +47,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results_table(index: Index, study_uid: str | None = None) -> Table:
-    table = Table(title="Results")
-    for column in ("study", "pipeline", "structure", "quantity", "value", "unit"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    sql = "SELECT * FROM results" + (" WHERE study_uid = ?" if study_uid else "") + " ORDER BY id"
-    for row in index.query(sql, (study_uid,) if study_uid else ()):
-        value = "" if row["value"] is None else f"{row['value']:.6g}"
-        table.add_row(
-            row["study_uid"][-12:],
-            row["pipeline"],
-            row["structure"],
-            row["quantity"],
-            value,
-            escape(row["unit"]),
-        )
-    return table
+STRUCTURE_COLUMNS = (
+    ("volume", "volume cm³"),
+    ("mass", "mass g"),
+    ("mean_attenuation", "mean HU"),
+    ("mean_fat_fraction", "fat fraction %"),
+    ("max_csa", "max CSA cm²"),
+)
+
+
+def _summary_tables(index: Index, study_uid: str | None = None) -> list[Table]:
+    """One row per structure (volume, mass, HU/fat fraction, max CSA), then study values."""
+    records = index.query_results(ResultFilter(study_uid=study_uid))
+    per_structure: dict[tuple[str, str], dict[str, float | None]] = {}
+    study_values = []
+    for r in records:
+        if r.structure:
+            per_structure.setdefault((r.pipeline, r.structure), {})[r.quantity] = r.value
+        else:
+            study_values.append(r)
+    columns = [
+        (q, label)
+        for q, label in STRUCTURE_COLUMNS
+        if any(q in row for row in per_structure.values())
+    ]
+    structures = Table(title="Measured structures")
+    structures.add_column("pipeline")
+    structures.add_column("structure")
+    for _, label in columns:
+        structures.add_column(label, justify="right")
+    for (pipeline, structure), values in per_structure.items():
+        cells = [f"{values[q]:.1f}" if values.get(q) is not None else "" for q, _ in columns]
+        structures.add_row(pipeline, structure, *cells)
+    study = Table(title="Study-level values")
+    for column in ("quantity", "value", "unit"):
+        study.add_column(column, justify="right" if column == "value" else "left")
+    for r in study_values:
+        value = r.text if r.value is None else f"{r.value:.4g}"
+        study.add_row(r.quantity, escape(value or ""), escape(r.unit))
+    return [structures, study]
 
 
 def _decision_json(row) -> dict:
@@ -227,7 +251,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             console.print(f"series {d['series_uid']}: {verdict}: {d['reason']}")
     for job in index.query("SELECT * FROM jobs WHERE state = 'failed'"):
         err.print(f"[red]job {job['id']} failed[/]: {job['error']}")
-    console.print(_results_table(index))
+    for table in _summary_tables(index):
+        console.print(table)
     for path in sorted((args.out / "results").rglob("*.dcm")):
         console.print(f"  {path}")
     console.print(
@@ -244,7 +269,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcome = run_demo(args.out, timeout_s=args.timeout)
     console.print(f"study source: {outcome.source}")
     if outcome.index is not None:
-        console.print(_results_table(outcome.index, outcome.study_uid))
+        for table in _summary_tables(outcome.index, outcome.study_uid):
+            console.print(table)
     if not outcome.ok:
         err.print(f"[red]demo failed:[/] {outcome.message}")
         return 1

@@ -115,7 +115,9 @@ def run_demo(out_dir: Path, timeout_s: float = 600.0) -> DemoOutcome:
             )
         study_uid = node.index.query("SELECT study_uid FROM studies")[0][0]
         received = sorted((out_dir / "peer").glob("*.dcm"))
-        return DemoOutcome(True, "SEG and SR delivered", source, study_uid, received, node.index)
+        return DemoOutcome(
+            True, "SEG, SR and PDF report delivered", source, study_uid, received, node.index
+        )
     finally:
         node.stop()
         peer.stop()

@@ -85,15 +85,21 @@ def derived_values(
     structures: Sequence[StructureMeasurements],
     facts: PatientFacts,
     psoas_max_csa_cm2: float | None = None,
+    in_region: Sequence[StructureMeasurements] | None = None,
 ) -> list[DerivedValue]:
-    """Every index the segmented structures and the patient facts allow (or why not)."""
+    """Every index the segmented structures and the patient facts allow (or why not).
+
+    `in_region` are the same structures measured only between the lung base and inferior L5,
+    the region seed 000's masses are defined on; group masses use them when given.
+    """
     measured = {m.structure.key: m for m in structures}
     values = patient_values(facts)
 
     seed000_keys = [k for g in SEED000_GROUPS[1:] for k in _sided(g)]
-    if all(k in measured for k in seed000_keys):
+    regional = {m.structure.key: m for m in in_region} if in_region is not None else measured
+    if all(k in regional for k in seed000_keys):
         for group in SEED000_GROUPS[1:]:
-            mass = _sum(measured, _sided(group), "mass_g")
+            mass = _sum(regional, _sided(group), "mass_g")
             values.append(
                 DerivedValue(f"{group}_mass", f"{group.replace('_', ' ')} mass", "g", mass)
             )
@@ -102,7 +108,7 @@ def derived_values(
                 "abdominal_muscle_mass",
                 "Abdominal muscle mass (12 groups)",
                 "g",
-                _sum(measured, seed000_keys, "mass_g"),
+                _sum(regional, seed000_keys, "mass_g"),
             )
         )
 

@@ -109,3 +109,19 @@ def test_assess_end_to_end_on_a_small_label_map():
         next(c for c in result.comparisons if c.quantity == "psoas_max_csa").reference.mean == 24.47
     )
     assert result.structures[0].attenuation.mean == pytest.approx(45.0)
+
+
+def test_seed000_masses_only_between_lung_base_and_l5():
+    labels = np.zeros((10, 4, 4 * len(anatomy.SEED000_GROUPS)), np.uint8)
+    structures = {}
+    for n, item in enumerate(anatomy.SEED000_GROUPS, start=1):
+        labels[:, :, 4 * (n - 1) : 4 * n] = n  # every group fills all 10 slices
+        structures[n] = item
+    geometry = Geometry(np.zeros(3), np.eye(3), np.array([10.0, 10.0, 10.0]))
+    volume = Volume(np.zeros(labels.shape, np.float32), geometry)
+    landmarks = {"region_top_slice": 7, "region_bottom_slice": 2, "region_complete": 1}
+    result = assess(volume, LabelMap(labels, structures, landmarks=landmarks), "CT", FACTS)
+    per_slice_g = 16 * 1.0 * 1.06  # 16 voxels of 1 cm3 per group and slice
+    assert result.value("psoas_mass") == pytest.approx(2 * 6 * per_slice_g)  # slices 2..7
+    assert result.structures[0].mass_g == pytest.approx(10 * per_slice_g)  # whole structure
+    assert result.value("abdominal_muscle_mass") == pytest.approx(12 * 6 * per_slice_g)

@@ -118,7 +118,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     completed = myonode("demo", "--out", out, timeout=900)
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "SEG and SR delivered" in completed.stdout
+    assert "SEG, SR and PDF report delivered" in completed.stdout
     assert "mass" in completed.stdout
     received = sorted((out / "peer").glob("*.dcm"))
     assert sorted(pydicom.dcmread(p).Modality for p in received) == RESULT_MODALITIES
