@@ -35,9 +35,10 @@ from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from .morphology import disk, largest_component, smooth_in_plane
 from .muscle_groups_ct import gluteal_groups, muscle_range
 from .orientation import Canonical, OrientationError, canonical
-from .trunk_muscles import cut_sides, posterior_groups, wall_groups
+from .trunk_muscles import cut_sides, posterior_floor, posterior_groups, wall_groups
 
 VERSION = "0.1.0"
+SHEET_MM = 3.0  # posterior layer of the thoracolumbar fascia with the aponeuroses on it
 
 # Label value -> (group key in the engine's masks, structure). Order is priority: a voxel
 # claimed by an earlier group is not given to a later one.
@@ -129,6 +130,8 @@ def segment_canonical(
         landmarks.spine,
         spacing,
         below_ribs,
+        floor=posterior_floor(landmarks.bone, landmarks.spine, spacing, landmarks.pelvis),
+        sheet_mm=SHEET_MM,
     )
     masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
     claimed = np.zeros(hu.shape, dtype=bool)

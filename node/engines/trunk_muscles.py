@@ -54,6 +54,87 @@ class SliceFrame:
         return self.lateral if side == "left" else -self.lateral
 
 
+FLOOR_BIN_MM = 2.0
+FLOOR_REACH_MM = 120.0
+
+
+def posterior_floor(
+    bone: np.ndarray, spine: Spine, spacing: np.ndarray, ilium: np.ndarray | None = None
+) -> np.ndarray:
+    """Per slice, side and lateral position, how far forward (mm, as `SliceFrame.forward`)
+    the back muscles may reach: the back surface of the posterior vertebral elements.
+
+    Erector spinae and multifidus lie behind the laminae, the transverse processes and the
+    ribs; the spinal canal, the intertransverse spaces, quadratus lumborum and psoas lie in
+    front of them. In each column beside the spine the most posterior bone is that surface.
+    Columns without bone on a slice (discs, interlaminar spaces) take it from the slices
+    above and below; beyond the tip of the transverse process the surface goes on in the
+    plane of the tip (the middle layer of the thoracolumbar fascia). The erector lies
+    medial to the `ilium` (its posterior spines and crest): lateral to it the floor is
+    -inf, closed to the back muscles. Returns an array (nk, 2, bins) indexed by `SIDES`
+    and lateral bin (`FLOOR_BIN_MM`); NaN where unknown.
+    """
+    nk = bone.shape[0]
+    bins = int(FLOOR_REACH_MM / FLOOR_BIN_MM)
+    floor = np.full((nk, len(SIDES), bins), np.nan)
+    for k in np.nonzero(spine.present)[0]:
+        frame = SliceFrame.at(bone.shape[1:], spine, k, spacing)
+        behind = bone[k] & (frame.forward <= 0.0) & (frame.forward >= -frame.radius - 70.0)
+        for s, side in enumerate(SIDES):
+            lateral = frame.toward(side)
+            on_side = behind & (lateral >= 0.0) & (lateral < FLOOR_REACH_MM)
+            b = (lateral[on_side] / FLOOR_BIN_MM).astype(int)
+            np.fmin.at(floor[k, s], b, frame.forward[on_side])
+    ks = np.nonzero(spine.present)[0]
+    for s in range(len(SIDES)):
+        for b in range(bins):
+            known = ks[~np.isnan(floor[ks, s, b])]
+            if len(known):
+                floor[ks, s, b] = np.interp(ks, known, floor[known, s, b])
+        for k in ks:
+            row = floor[k, s]
+            known = np.nonzero(~np.isnan(row))[0]
+            if len(known):
+                row[known.max() + 1 :] = row[known.max()]
+    if ilium is not None:
+        for k in np.nonzero(spine.present & ilium.any(axis=(1, 2)))[0]:
+            frame = SliceFrame.at(bone.shape[1:], spine, k, spacing)
+            for s, side in enumerate(SIDES):
+                lateral = frame.toward(side)[ilium[k]]
+                lateral = lateral[lateral > 0.0]
+                if len(lateral):
+                    floor[k, s, int(lateral.min() / FLOOR_BIN_MM) :] = -np.inf
+    return floor
+
+
+def floor_map(floor: np.ndarray, lateral: np.ndarray) -> np.ndarray:
+    """One side's floor (lateral bins) looked up at every pixel; +inf where unknown."""
+    b = np.clip((lateral / FLOOR_BIN_MM).astype(int), 0, len(floor) - 1)
+    return np.where(np.isnan(floor[b]) | (lateral < 0), np.inf, floor[b])
+
+
+def _erector_bulges(
+    grown: np.ndarray,
+    lateral: np.ndarray,
+    depth: np.ndarray,
+    bounded: bool,
+    spacing_ji: tuple[float, float],
+) -> np.ndarray:
+    """Where the top of a bulge of back muscle makes it part of the erector spinae.
+
+    Beside the spine every bulge is erector or multifidus. Further out, the iliocostalis
+    is thick and lies under other muscle, while latissimus dorsi and serratus posterior
+    are sheets just under the fat. When the posterior elements bound the erector in front
+    (`bounded`), the quadratus lumborum cannot pass for a thick lateral bulge and the
+    iliocostalis is followed as far as it goes; otherwise only up to 75 mm out.
+    """
+    depth = np.nan_to_num(depth, nan=0.0)
+    if bounded:
+        thick = ndimage.distance_transform_edt(grown, sampling=spacing_ji) >= 8.0
+        return (lateral <= 55.0) | ((depth >= 10.0) & thick)
+    return (lateral <= 55.0) | ((depth >= 15.0) & (lateral <= 75.0))
+
+
 def _window(
     shape: tuple[int, int], spine: Spine, k: int, spacing: np.ndarray
 ) -> tuple[slice, slice]:
@@ -75,6 +156,8 @@ def posterior_groups(
     spine: Spine,
     spacing: np.ndarray,
     abdominal: np.ndarray,
+    floor: np.ndarray | None = None,
+    sheet_mm: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Erector spinae (with multifidus), psoas and quadratus lumborum, per side, and the
     other back muscles met on the way ("other").
@@ -87,6 +170,9 @@ def posterior_groups(
     subcutaneous fat, never muscle.
     Psoas and quadratus lumborum are only sought on `abdominal` slices (below the 12th
     rib): above it the diaphragmatic crura and intercostal muscles sit where they would.
+    `floor` (`posterior_floor`), where the modality shows the posterior vertebral elements,
+    bounds the erector in front; the outer `sheet_mm` beneath the subcutaneous fat is the
+    posterior layer of the thoracolumbar fascia with the aponeuroses on it, not erector.
     """
     shape = muscle.shape
     groups = {
@@ -107,10 +193,14 @@ def posterior_groups(
         allowed = beneath & ~bone_k
         frame = SliceFrame.at(bone_k.shape, spine, k, spacing, origin)
         r = frame.radius
-        for side in SIDES:
+        under_sheet = np.nan_to_num(depth[k][box], nan=-1.0) >= sheet_mm
+        for s, side in enumerate(SIDES):
             lateral = frame.toward(side)
-            # Erector spinae + multifidus: behind the pedicles, beside the spinous process.
+            # Erector spinae + multifidus: behind the pedicles and the posterior elements,
+            # beside the spinous process, beneath the fascial sheet.
             region = (frame.forward <= -r - 5.0) & (lateral > 0) & (lateral <= 100.0)
+            if floor is not None:
+                region &= frame.forward <= floor_map(floor[k, s], lateral)
             seeds = (
                 region
                 & (frame.forward <= -r)
@@ -119,12 +209,12 @@ def posterior_groups(
                 & (lateral <= 40.0)
             )
             grown = grow_from(tissue & region, seeds & tissue, 4.0, spacing_ji)
-            # Bulges of the erector: beside the spine, or further out but deep (the
-            # iliocostalis); a lateral bulge just under the fat is latissimus or serratus.
-            deep_enough = np.nan_to_num(depth[k][box], nan=0.0) >= 15.0
-            own = region & ((lateral <= 55.0) | (deep_enough & (lateral <= 75.0)))
+            own = region & _erector_bulges(
+                grown, lateral, depth[k][box], floor is not None, spacing_ji
+            )
             own &= frame.forward >= -r - 60.0
             es = fill_muscle(split_bulges(grown, own, spacing_ji), allowed & region, spacing_ji)
+            es &= under_sheet
             groups[f"erector_spinae_{side}"][k][box] = es
             # The other bulges are back muscles too, behind the transverse processes where
             # no organ lies.
