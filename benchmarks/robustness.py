@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = create(case.engine)
         original = evaluate_case(case, engine, data)
         for variant in VARIANTS:
+            if case.engine not in variant.engines:
+                continue
             if args.variant and variant.name not in args.variant:
                 continue
             result = evaluate_variant(case, variant, engine, data)

@@ -36,6 +36,7 @@ class Variant:
     name: str
     description: str
     apply: Callable[[Volume, Masks, np.ndarray], tuple[Volume, Masks]]
+    engines: tuple[str, ...] = ("classical-ct", "classical-mr")  # CT-only: HU or CT labels
 
 
 def positive(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks, np.ndarray]:
@@ -145,13 +146,14 @@ def _spacing(volume: Volume) -> np.ndarray:
     return volume.geometry.spacing[::-1].astype(float)
 
 
+CT = ("classical-ct",)
 VARIANTS: tuple[Variant, ...] = (
     Variant("mirrored", "left and right exchanged", mirrored),
-    Variant("right side cut", "field of view cuts the right flank", right_side_cut),
-    Variant("no lungs", "field of view ends below the lung bases", lungs_cut),
+    Variant("right side cut", "field of view cuts the right flank", right_side_cut, CT),
+    Variant("no lungs", "field of view ends below the lung bases", lungs_cut, CT),
     Variant("5 mm slices", "slabs averaged to 5 mm", thick_slices),
-    Variant("contrast", "kidneys, vessels +150 HU; liver, spleen +60 HU", enhanced),
-    Variant("obese", "30 mm more subcutaneous fat", obese),
+    Variant("contrast", "kidneys, vessels +150 HU; liver, spleen +60 HU", enhanced, CT),
+    Variant("obese", "30 mm more subcutaneous fat", obese, CT),
 )
 
 

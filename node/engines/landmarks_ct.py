@@ -205,8 +205,9 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
     has a median between -920 and -650 HU. Air trapped against the skin (between the back
     and the table, in skin folds) is partial-volume air, excluded by requiring 5 mm of
     tissue between the component and the body surface. A lung runs up to the top of an
-    abdominal field of view (or is whole and large); a gas bubble with partial volume
-    does neither.
+    abdominal field of view with at least 5 cm3 (or is whole and large); a gas bubble with
+    partial volume does neither (a lung cut within its lowest few millimetres is missed:
+    no region top is better than a wrong one).
     """
     air = (hu < -400.0) & body
     labelled, count = ndimage.label(air)
@@ -220,7 +221,8 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
         if part.sum() * voxel_cm3 < 1.0 or (surface[box] & part).any():
             continue
         reaches_top = box[0].stop == hu.shape[0]
-        if not reaches_top and part.sum() * voxel_cm3 < 200.0:
+        size = part.sum() * voxel_cm3
+        if size < 5.0 or (not reaches_top and size < 200.0):
             continue
         median = float(np.median(hu[box][part]))
         if -920.0 <= median <= -650.0:
