@@ -1,0 +1,71 @@
+"""The CT engine on harder variants of a real case: a smaller, stated result, never a wrong one.
+
+Variants are made from the shared upper-abdomen CT (`myonode.robustness`); each is compared
+with the engine's result on the original. Skipped when the shared data is absent.
+"""
+
+import pytest
+
+from myonode.engines import create
+from myonode.reference_cases import CASES, evaluate_case
+from myonode.robustness import VARIANTS, evaluate_variant, mirror_name
+
+CASE = next(case for case in CASES if case.name == "upper_abdomen_ct")
+BACK = ("deep back muscles L", "deep back muscles R")
+
+
+@pytest.fixture(scope="module")
+def data():
+    from myonode.shared_data import shared_data_dir
+
+    found = shared_data_dir()
+    if found is None:
+        pytest.skip("shared real data not found (set MYONODE_TEST_DATA to ../shared/data)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return create(CASE.engine)
+
+
+@pytest.fixture(scope="module")
+def original(data, engine):
+    return evaluate_case(CASE, engine, data)
+
+
+def run(name, data, engine):
+    variant = next(v for v in VARIANTS if v.name == name)
+    return evaluate_variant(CASE, variant, engine, data)
+
+
+def test_mirrored_patient_gets_the_labels_of_the_other_side(data, engine, original):
+    mirrored = run("mirrored", data, engine)
+    for name in (*BACK, "psoas L", "psoas R"):
+        assert mirrored.agreements[name].dice == pytest.approx(
+            original.agreements[mirror_name(name)].dice, abs=0.03
+        ), name
+
+
+def test_no_lung_in_view_means_no_region_top(data, engine, original):
+    assert "region_top_slice" in original.label_map.landmarks
+    cut = run("no lungs", data, engine)
+    assert "region_top_slice" not in cut.label_map.landmarks
+    assert any("Lung base not in view" in note for note in cut.label_map.notes)
+
+
+def test_right_flank_cut_is_said_and_its_wall_left_out(data, engine, original):
+    cut = run("right side cut", data, engine)
+    keys = {s.key for s in cut.label_map.structures.values()}
+    assert not keys & {"rectus_abdominis_right", "lateral_abdominals_right"}
+    assert any("cuts the patient's right side" in note for note in cut.label_map.notes)
+    for name in BACK:
+        assert cut.agreements[name].dice >= original.agreements[name].dice - 0.03, name
+
+
+@pytest.mark.parametrize("name", ["5 mm slices", "contrast", "obese"])
+def test_back_muscles_hold_on_thick_slices_contrast_and_obesity(name, data, engine, original):
+    variant = run(name, data, engine)
+    for structure in (*BACK, "psoas L", "psoas R"):
+        found, before = variant.agreements[structure], original.agreements[structure]
+        assert found.dice >= before.dice - 0.05, (name, structure, found, before)
