@@ -11,13 +11,13 @@ from myonode.reference_cases import CASES, evaluate_case
 
 # (case, comparison) -> minimum Dice
 FLOORS = {
-    ("upper_abdomen_ct", "deep back muscles L"): 0.79,
-    ("upper_abdomen_ct", "deep back muscles R"): 0.79,
+    ("upper_abdomen_ct", "deep back muscles L"): 0.85,
+    ("upper_abdomen_ct", "deep back muscles R"): 0.84,
     ("upper_abdomen_ct", "psoas L"): 0.74,
     ("upper_abdomen_ct", "psoas R"): 0.70,
     ("upper_abdomen_ct", "total skeletal muscle"): 0.80,
-    ("totalseg_dicom_series", "deep back muscles L"): 0.73,
-    ("totalseg_dicom_series", "deep back muscles R"): 0.74,
+    ("totalseg_dicom_series", "deep back muscles L"): 0.76,
+    ("totalseg_dicom_series", "deep back muscles R"): 0.78,
     ("lumbar_mr", "paraspinal L (multifidus + erector spinae)"): 0.76,
     ("lumbar_mr", "paraspinal R (multifidus + erector spinae)"): 0.70,
     ("lumbar_mr", "multifidus L"): 0.64,
