@@ -11,8 +11,9 @@ sagittal or coronal series a "slice area" is not a cross-section of the body.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import contourpy
 import numpy as np
 
 from .anatomy import Structure
@@ -32,11 +33,13 @@ class Statistics:
 
 @dataclass(frozen=True)
 class MaximumArea:
-    """The largest axial cross-section of a structure and where it lies."""
+    """The largest axial cross-section of a structure, where it lies, and its outline there
+    (see `outline`): what an SR needs to show where the area was measured."""
 
     area_cm2: float
     slice_index: int
     z_mm: float
+    outline: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,26 @@ def slice_areas_cm2(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     return counts * pixel_area_mm2 / 100.0
 
 
+def outline(mask2d: np.ndarray) -> np.ndarray:
+    """One closed polyline around a 2D region, its separate parts and holes included.
+
+    Image coordinates (column, row) with (0, 0) at the top left corner of the top left pixel,
+    as an SR's SCOORD has them. The iso-line at 0.5 of the zero-padded mask runs half-way
+    between pixels inside and outside, so every loop closes, also at the image border; loops
+    around holes run the other way round. Several loops become one "keyhole" polygon, as RT
+    structure sets draw them: from the end of the first loop the line goes to each other loop,
+    round it, and back along the same segment, which encloses no area.
+    """
+    padded = np.pad(mask2d.astype(np.float64), 1)
+    lines = contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5)
+    loops = sorted((np.asarray(line, dtype=np.float64) - 0.5 for line in lines), key=len)
+    first = loops.pop()
+    joined = [first]
+    for loop in reversed(loops):
+        joined += [loop, first[-1:]]
+    return np.concatenate(joined)
+
+
 def maximum_area(mask: np.ndarray, geometry: Geometry) -> MaximumArea | None:
     """The slice with the largest cross-section (the most cranial one on ties)."""
     if not is_axial(geometry) or not mask.any():
@@ -101,7 +124,7 @@ def maximum_area(mask: np.ndarray, geometry: Geometry) -> MaximumArea | None:
     areas = slice_areas_cm2(mask, geometry)
     k = int(np.argmax(areas))
     z = float(geometry.index_to_lps(np.array([0, 0, k]))[0][2])
-    return MaximumArea(float(areas[k]), k, z)
+    return MaximumArea(float(areas[k]), k, z, outline(mask[k]))
 
 
 def measure_structures(

@@ -240,8 +240,15 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
 
 
 def _ordered(rows: list[ResultRow]) -> list[ResultRow]:
-    """Structure rows first, then study-level rows, as `result_rows` emits them."""
-    return [r for r in rows if r.structure] + [r for r in rows if not r.structure]
+    """Structure rows first, then study-level rows, as `result_rows` emits them: a structure's
+    quantities in `STRUCTURE_QUANTITIES` order, whichever of its SR groups held them."""
+    rank = {quantity: n for n, quantity in enumerate(STRUCTURE_QUANTITIES.values())}
+    structures = list(dict.fromkeys(r.structure for r in rows if r.structure))
+    per_structure = sorted(
+        (r for r in rows if r.structure),
+        key=lambda r: (structures.index(r.structure), rank[r.quantity]),
+    )
+    return per_structure + [r for r in rows if not r.structure]
 
 
 def as_dicts(rows: Iterable[ResultRow]) -> list[dict]:

@@ -11,6 +11,7 @@ from myonode.measure import (
     mass_g,
     maximum_area,
     measure_structures,
+    outline,
     volume_cm3,
 )
 from myonode.volume import Geometry
@@ -68,3 +69,36 @@ def test_l3_area_and_non_axial_series_have_no_csa():
 def test_empty_structure_is_measured_as_zero():
     [m] = measure_structures(np.zeros((2, 2, 2), np.uint8), {1: PSOAS[1]}, grid())
     assert m.voxel_count == 0 and m.volume_cm3 == 0 and m.max_area is None
+
+
+def shoelace(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+@pytest.mark.parametrize("shape", ["ring", "two parts", "at the border", "single pixel"])
+def test_outline_encloses_the_region_with_its_holes_and_parts(shape):
+    j, i = np.mgrid[0:60, 0:60]
+    r2 = (j - 30) ** 2 + (i - 30) ** 2
+    mask = {
+        "ring": (r2 <= 25**2) & (r2 > 12**2),
+        "two parts": ((j - 12) ** 2 + (i - 12) ** 2 <= 64) | ((j - 45) ** 2 + (i - 40) ** 2 <= 100),
+        "at the border": j < 7,
+        "single pixel": (j == 3) & (i == 4),
+    }[shape]
+    line = outline(mask)
+    assert np.array_equal(line[0], line[-1])  # closed
+    # The polygon's area is the pixel count (each convex corner is cut by half a pixel²/4).
+    assert shoelace(line) == pytest.approx(mask.sum(), abs=0.5 + 0.01 * mask.sum())
+    # (column, row) with (0, 0) at the top left corner of the top left pixel.
+    rows, columns = np.nonzero(mask)
+    assert line[:, 0].min() == pytest.approx(columns.min(), abs=0.5)
+    assert line[:, 1].max() == pytest.approx(rows.max() + 1, abs=0.5)
+
+
+def test_maximum_area_carries_the_outline_of_its_slice():
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[2, 1:5, 2:7] = 1
+    area = maximum_area(labels == 1, grid())
+    assert area.slice_index == 2 and area.outline is not None
+    assert shoelace(area.outline) == pytest.approx(20, abs=0.5)

@@ -115,6 +115,21 @@ def test_generated_study_outputs_conform(tmp_path):
     output = Runner().run("ct_muscle", paths, tmp_path / "out")
     for file in output.files:
         assert dciodvfy_errors(file.path) == [], file.path.name
+    # The maximum CSA is a planar ROI outlined on the image it was measured on (what OHIF
+    # draws); the first measurement group, so OHIF's SR viewport opens on it.
+    sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
+    [group, *_] = sr.content.get_planar_roi_measurement_groups()
+    [structure] = output.assessment.structures
+    area = structure.max_area
+    region = group.roi
+    assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    assert region.value.shape == area.outline.shape
+    ordered = sorted(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    image = pydicom.dcmread(ordered[area.slice_index])
+    [selected_from] = region.ContentSequence
+    assert selected_from.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+    [measurement] = group.get_measurements()
+    assert measurement.value == pytest.approx(area.area_cm2)
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:

@@ -2,9 +2,13 @@
 
 - Observer: the device/algorithm (TID 1004).
 - One TID 1411 volumetric ROI group per segmented structure, referencing its SEG segment and
-  the source series: volume, mass, mean/SD attenuation (CT) or fat fraction (Dixon), maximum
-  CSA and CSA at L3 (each referencing the source image of that slice), and the mass change
-  since a prior study.
+  the source series: volume, mass, mean/SD attenuation (CT) or fat fraction (Dixon), CSA at
+  L3, and the mass change since a prior study.
+- Before those, one TID 1410 planar ROI group per structure for its maximum CSA (same
+  tracking identifier, its own tracking UID): the area, and the region's outline on that
+  source image as a SCOORD polyline, so viewers that draw measurements on images (OHIF)
+  show where it was measured. Where the measured slices are not source images (a fused
+  Dixon grid), the maximum CSA is in the volumetric group instead, without an image.
 - TID 1501 groups for the derived indices, for each reference comparison (tracking identifier
   ``reference:<quantity>``: value, z-score, percentile) and for the sarcopenia assessment
   (coded conclusions per guideline).
@@ -41,14 +45,37 @@ def _num(name: Code, value: float, unit: str, **kwargs) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=name, value=value, unit=c.ucum(unit), **kwargs)
 
 
-def _image(dataset: Dataset) -> list[hd.sr.SourceImageForMeasurement]:
-    return [hd.sr.SourceImageForMeasurement(dataset.SOPClassUID, dataset.SOPInstanceUID)]
+def _maximum_area_group(
+    item: StructureMeasurements,
+    sources: Sequence[Dataset],
+    identity: OutputIdentity,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the largest cross-section, outlined on the image it was measured on."""
+    image = sources[item.max_area.slice_index]
+    structure = item.structure
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=identity.uid("tracking", f"{structure.key}:max-csa"), identifier=structure.key
+        ),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=item.max_area.outline.astype("float32"),
+            source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID),
+        ),
+        finding_type=structure.property_type,
+        finding_category=structure.category,
+        finding_sites=[hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)],
+        algorithm_id=algorithm_id,
+        measurements=[_num(c.AREA, item.max_area.area_cm2, "cm2", derivation=c.MAXIMUM)],
+    )
 
 
 def _structure_measurements(
-    item: StructureMeasurements, sources: Sequence[Dataset] | None, change: Change | None
+    item: StructureMeasurements, change: Change | None, with_max_area: bool
 ) -> list[hd.sr.Measurement]:
-    """`sources[k]` is the image of slice k, or None when slices are not source images."""
+    """`with_max_area`: the maximum CSA is here only when it has no planar group (its slice
+    is not a source image, e.g. on a fused Dixon grid)."""
     measured = [
         _num(c.VOLUME, item.volume_cm3, "cm3"),
         _num(c.MASS, item.mass_g, "g"),
@@ -60,18 +87,8 @@ def _structure_measurements(
         if stats is not None:
             measured.append(_num(concept, stats.mean, unit, derivation=c.MEAN))
             measured.append(_num(concept, stats.sd, unit, derivation=c.STANDARD_DEVIATION))
-    if item.max_area is not None:
-        measured.append(
-            _num(
-                c.AREA,
-                item.max_area.area_cm2,
-                "cm2",
-                derivation=c.MAXIMUM,
-                referenced_images=(
-                    _image(sources[item.max_area.slice_index]) if sources is not None else None
-                ),
-            )
-        )
+    if with_max_area and item.max_area is not None:
+        measured.append(_num(c.AREA, item.max_area.area_cm2, "cm2", derivation=c.MAXIMUM))
     if item.area_at_l3_cm2 is not None:
         measured.append(_num(c.AREA_AT_L3, item.area_at_l3_cm2, "cm2"))
     if change is not None:
@@ -153,7 +170,15 @@ def build_report(
     )
     source_series = hd.sr.SourceSeriesForSegmentation(str(source_datasets[0].SeriesInstanceUID))
     changes = {change.structure: change for change in assessment.changes}
-    groups: list = []
+    # Planar groups first: OHIF's SR viewport opens on the first measurement with an image.
+    groups: list = [
+        _maximum_area_group(item, source_datasets, identity, algorithm_id)
+        for item in assessment.structures
+        if slices_are_sources
+        and segmentation is not None
+        and item.label in segment_numbers
+        and item.max_area
+    ]
     for item in assessment.structures:
         if segmentation is None or item.label not in segment_numbers:
             continue
@@ -176,9 +201,7 @@ def build_report(
                 ],
                 algorithm_id=algorithm_id,
                 measurements=_structure_measurements(
-                    item,
-                    source_datasets if slices_are_sources else None,
-                    changes.get(structure.key),
+                    item, changes.get(structure.key), with_max_area=not slices_are_sources
                 ),
             )
         )
