@@ -58,6 +58,7 @@ def create_app(index: Index) -> FastAPI:
             raise HTTPException(404, f"no study {study_uid}")
         return {
             "study": dict(row),
+            "status": index.study_status(study_uid),
             "decisions": _rows(index.decisions(study_uid)),
             "jobs": _rows(index.query("SELECT * FROM jobs WHERE study_uid = ?", (study_uid,))),
             "outbox": _rows(index.query("SELECT * FROM outbox WHERE study_uid = ?", (study_uid,))),

@@ -37,6 +37,9 @@ class Archive:
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.client = DICOMwebClient(self.url, timeout=timeout_s)
+        # dicomweb-client retries every failed request for ~30 s; the node has its own retries
+        # (the outbox's backoff, the next job), and a blocked worker helps nobody.
+        self.client.set_http_retry_params(retry=False)
 
     def result_reports(self, wanted: ResultFilter) -> list[Dataset]:
         """The node's SR instances matching the patient, study and date filters."""
@@ -66,6 +69,16 @@ class Archive:
         except Exception as exc:  # requests/HTTP errors of every kind
             raise ArchiveError(f"DICOMweb query of {self.url} failed: {exc}") from exc
         return reports
+
+    def has_series(self, study_uid: str, series_uid: str) -> bool:
+        """Whether the archive still holds the series (QIDO-RS)."""
+        try:
+            found = self.client.search_for_series(
+                study_instance_uid=study_uid, search_filters={"SeriesInstanceUID": series_uid}
+            )
+        except Exception as exc:  # requests/HTTP errors of every kind
+            raise ArchiveError(f"DICOMweb query of {self.url} failed: {exc}") from exc
+        return bool(found)
 
     def results(self, wanted: ResultFilter) -> list[ResultRecord]:
         records = [r for sr in self.result_reports(wanted) for r in records_from_sr(sr)]

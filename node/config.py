@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "MYONODE_"
 
@@ -26,6 +33,12 @@ class Peer(_Section):
 
     host: str
     port: int = Field(ge=1, le=65535)
+    check_source: bool = Field(
+        default=False,
+        description="The peer is the archive at archive.dicomweb_url that sent the studies: "
+        "results are delivered only while their source series is still there (QIDO-RS), so "
+        "a study deleted during processing is not re-created by its results.",
+    )
 
 
 class DicomSettings(_Section):
@@ -94,7 +107,26 @@ class HttpSettings(_Section):
 class ArchiveSettings(_Section):
     dicomweb_url: str | None = Field(
         default=None,
-        description="DICOMweb root of the archive, searched for prior results of a patient.",
+        description="DICOMweb root of the archive (user:password@ for basic auth): prior "
+        "results, the source check of peers, the viewer's /dicom-web.",
+    )
+    wado_uri_url: str | None = Field(
+        default=None, description="WADO-URI root of the archive, for the viewer's /wado."
+    )
+
+
+class ViewerSettings(_Section):
+    """OHIF, served by `myonode viewer` with the archive's DICOMweb on the same origin."""
+
+    ohif_dir: Path | None = Field(
+        default=None, description="OHIF's prebuilt dist/ (deploy/install-ohif.sh fetches it)."
+    )
+    bind: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="Where users open the viewer; the dashboard links studies there "
+        "(default: the dashboard's host name with viewer.port).",
     )
 
 
@@ -118,6 +150,16 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    viewer: ViewerSettings = Field(default_factory=ViewerSettings)
+
+    @model_validator(mode="after")
+    def _source_check_needs_archive(self) -> Settings:
+        checked = [name for name, peer in self.peers.items() if peer.check_source]
+        if checked and not self.archive.dicomweb_url:
+            raise ValueError(
+                f"peers {', '.join(checked)} have check_source but archive.dicomweb_url is unset"
+            )
+        return self
 
     @property
     def index_path(self) -> Path:

@@ -3,6 +3,11 @@
 An outbox row is marked sent only after the peer answered the C-STORE with success or a
 warning. A destination that is down or refuses keeps its rows pending with an exponentially
 growing delay (capped), so delivery resumes by itself when the peer is back.
+
+A peer with `check_source` is the archive the studies came from: before delivering, the node
+asks it (QIDO-RS) whether the measured series is still there. If it was deleted while the node
+processed it, the results are withheld, with the reason, instead of re-creating a study that
+someone removed; they stay on the node.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .config import Settings
+from .archive import Archive, ArchiveError
+from .config import Peer, Settings
 from .index import Index
 from .scu import SendError, SendResult, describe, send_files
 
@@ -42,12 +48,30 @@ class Dispatcher:
         self.settings = settings
         self.index = index
 
-    def _address(self, destination: str) -> tuple[str, str, int]:
+    def _peer(self, destination: str) -> tuple[str, Peer]:
         aet = destination.split(":", 1)[1] if destination.startswith(CALLING + ":") else destination
         peer = self.settings.peers.get(aet)
         if peer is None:
             raise SendError(f"no address for AE {aet!r}: add it under 'peers' in the configuration")
-        return aet, peer.host, peer.port
+        return aet, peer
+
+    def _source_present(self, rows: list) -> list:
+        """The rows whose source series is still in the archive; the others are withheld."""
+        archive = Archive(self.settings.archive.dicomweb_url)
+        sources = {(row["study_uid"], row["source_series_uid"]) for row in rows}
+        present = {source: archive.has_series(*source) for source in sources}
+        kept = []
+        for row in rows:
+            if present[(row["study_uid"], row["source_series_uid"])]:
+                kept.append(row)
+                continue
+            reason = (
+                f"source series {row['source_series_uid']} is no longer in the archive (deleted "
+                "while the node processed it); results kept on the node, not delivered"
+            )
+            self.index.mark_withheld(row["id"], reason)
+            log.warning("withheld %s for %s: %s", row["sop_uid"], row["destination"], reason)
+        return kept
 
     def _backoff(self, attempts: int) -> float:
         retry = self.settings.dispatch.retry
@@ -64,6 +88,14 @@ class Dispatcher:
         return delivered
 
     def _send_to(self, destination: str, rows: list) -> int:
+        try:
+            aet, peer = self._peer(destination)
+            if peer.check_source:
+                rows = self._source_present(rows)
+        except (SendError, ArchiveError) as exc:
+            for row in rows:
+                self._failed(row, str(exc))
+            return 0
         by_path = {}
         items = []
         for row in rows:
@@ -74,6 +106,8 @@ class Dispatcher:
                 continue
             by_path[item.path] = row
             items.append(item)
+        if not items:
+            return 0
         answered: set[int] = set()
         delivered = 0
 
@@ -90,13 +124,12 @@ class Dispatcher:
                 self._failed(row, f"{status} {result.comment}".strip())
 
         try:
-            aet, host, port = self._address(destination)
             send_files(
                 items,
                 self.settings.dicom.ae_title,
                 aet,
-                host,
-                port,
+                peer.host,
+                peer.port,
                 on_result=record,
                 timeout_s=self.settings.dicom.network_timeout_s,
             )

@@ -70,20 +70,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL, started_at REAL, finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    job_id INTEGER REFERENCES jobs(id),
-    study_uid TEXT NOT NULL,
-    sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
-    path TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT,
-    created_at REAL NOT NULL, sent_at REAL,
-    UNIQUE (sop_uid, destination)
-);
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
     job_id INTEGER NOT NULL REFERENCES jobs(id),
@@ -94,6 +80,25 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 """
+# 'withheld': not delivered on purpose (the source study was deleted from the archive).
+OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER REFERENCES jobs(id),
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL, sent_at REAL,
+    UNIQUE (sop_uid, destination)
+);
+"""
+# What a study's status is once it is final: the archive stops asking, the dashboard greys it.
+FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,9 @@ class Index:
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
-        self._connection().executescript(SCHEMA)
+        conn = self._connection()
+        conn.executescript(SCHEMA)
+        self._migrate_outbox(conn)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -161,6 +168,19 @@ class Index:
                 present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @staticmethod
+    def _migrate_outbox(conn: sqlite3.Connection) -> None:
+        """Create the outbox, or widen an older one's state CHECK (SQLite cannot alter it)."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
+        if row is None:
+            conn.executescript(OUTBOX)
+        elif "'withheld'" not in row["sql"]:
+            conn.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
+                + OUTBOX
+                + "INSERT INTO outbox SELECT * FROM outbox_old; DROP TABLE outbox_old; COMMIT;"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -379,6 +399,41 @@ class Index:
     def decisions(self, study_uid: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM decisions WHERE study_uid = ? ORDER BY id", (study_uid,))
 
+    def study_status(self, study_uid: str) -> str | None:
+        """Where a study stands, in a few words: what the archive's label and the dashboard show.
+
+        Only the latest job of each (series, pipeline) counts, so a re-run that succeeded
+        after a failure reads "done".
+        """
+        study = self.study(study_uid)
+        if study is None:
+            return None
+        if study["change_seq"] > study["processed_seq"]:
+            return "receiving"
+        jobs = self.query(
+            """SELECT id, state FROM jobs j WHERE study_uid = ? AND id = (SELECT MAX(id)
+                   FROM jobs WHERE series_uid = j.series_uid AND pipeline = j.pipeline)""",
+            (study_uid,),
+        )
+        states = {job["state"] for job in jobs}
+        if not jobs:
+            return "not routed"
+        if states & {"queued", "running"}:
+            return "processing"
+        if "failed" in states:
+            return "failed"
+        marks = ",".join("?" * len(jobs))
+        outbox = self.query(
+            f"SELECT state, last_error FROM outbox WHERE job_id IN ({marks})",
+            [job["id"] for job in jobs],
+        )
+        if any(row["state"] == "pending" for row in outbox):
+            retrying = any(row["state"] == "pending" and row["last_error"] for row in outbox)
+            return "delivery retrying" if retrying else "delivering"
+        if any(row["state"] == "withheld" for row in outbox):
+            return "withheld"
+        return "done"
+
     # -- jobs ------------------------------------------------------------------------------
 
     def requeue_interrupted_jobs(self) -> int:
@@ -486,10 +541,13 @@ class Index:
     # -- outbox ----------------------------------------------------------------------------
 
     def due_outbox(self, now: float | None = None) -> list[sqlite3.Row]:
+        """Pending deliveries that are due, with the series their job measured."""
         now = time.time() if now is None else now
         return self.query(
-            """SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?
-               ORDER BY destination, id""",
+            """SELECT o.*, j.series_uid AS source_series_uid
+               FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
+               WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+               ORDER BY o.destination, o.id""",
             (now,),
         )
 
@@ -507,6 +565,13 @@ class Index:
                 """UPDATE outbox SET attempts = attempts + 1, last_error = ?,
                        next_attempt_at = ? WHERE id = ?""",
                 (error, next_attempt_at, outbox_id),
+            )
+
+    def mark_withheld(self, outbox_id: int, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = 'withheld', last_error = ? WHERE id = ?",
+                (reason, outbox_id),
             )
 
     def query_results(self, wanted: ResultFilter) -> list[ResultRecord]:

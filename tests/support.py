@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,11 +126,8 @@ class Orthanc:
     def dicomweb(self) -> str:
         return f"{self.url}/dicom-web"
 
-    def start(self) -> Orthanc:
-        import json
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config = {
+    def _base_config(self) -> dict:
+        return {
             "Name": "myonode-test",
             "StorageDirectory": str(self.directory / "storage"),
             "IndexDirectory": str(self.directory / "storage"),
@@ -137,18 +137,33 @@ class Orthanc:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "HttpsCACertificates": "",
+        }
+
+    def write_config(self) -> Path:
+        """The configuration Orthanc is started with (a file or a directory of files)."""
+        config = {
+            **self._base_config(),
             "Plugins": [str(self.PLUGIN_DIR / "libOrthancDicomWeb.so")],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             **self.extra,
         }
         path = self.directory / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "TCP_NODELAY": "1"}
+
+    def start(self) -> Orthanc:
+        """Start (or restart, on the same ports and storage) the server."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.write_config()
         self.log = (self.directory / "orthanc.log").open("ab")
         self.process = subprocess.Popen(
             ["Orthanc", str(path)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TCP_NODELAY": "1"},
+            env=self.environment(),
         )
         wait_for_port(self.http_port)
         wait_for_port(self.dicom_port)
@@ -163,6 +178,67 @@ class Orthanc:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+
+
+REPO = Path(__file__).resolve().parents[1]
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+
+
+def require_python_plugin() -> None:
+    if not (Orthanc.PLUGIN_DIR / "libOrthancPython.so").exists():
+        pytest.skip("orthanc-python is not installed (Debian package: see .ci/run)")
+    if sys.base_prefix != "/usr" or sys.version_info[:2] != (3, 11):
+        pytest.skip("the Orthanc Python plugin embeds Debian's Python 3.11: make the venv with it")
+
+
+class ArchiveOrthanc(Orthanc):
+    """Orthanc in the archive role: the repository's orthanc/archive.json, its Python plugin
+    forwarding stable studies to a node, and basic authentication, as deployed."""
+
+    USER = "myonode"
+
+    def __init__(
+        self, directory: Path, node_dicom_port: int, node_http_port: int, extra: dict | None = None
+    ):
+        super().__init__(directory, extra=extra)
+        require_python_plugin()
+        self.node_dicom_port = node_dicom_port
+        self.node_http_port = node_http_port
+        self.password = os.urandom(8).hex()
+
+    @property
+    def authenticated(self) -> str:
+        """The HTTP root with credentials, as the node's configuration holds it."""
+        return f"http://{self.USER}:{self.password}@127.0.0.1:{self.http_port}"
+
+    def client(self):
+        import pyorthanc
+
+        return pyorthanc.Orthanc(self.url, username=self.USER, password=self.password)
+
+    def write_config(self) -> Path:
+        config_dir = self.directory / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "orthanc" / "archive.json", config_dir / "archive.json")
+        site = {
+            **self._base_config(),
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {self.USER: self.password},
+            "StableAge": 1,
+            "PythonScript": str(REPO / "orthanc" / "myonode_plugin.py"),
+            "DicomModalities": {"MYONODE": ["MYONODE", "127.0.0.1", self.node_dicom_port]},
+            "MyoNode": {
+                "NodeModality": "MYONODE",
+                "NodeUrl": f"http://127.0.0.1:{self.node_http_port}",
+                "PollSeconds": 0.3,
+            },
+            **self.extra,
+        }
+        (config_dir / "site.json").write_text(json.dumps(site, indent=2))
+        return config_dir
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "PYTHONPATH": SITE_PACKAGES}
 
 
 def sr_texts(dataset) -> list[str]:

@@ -1,0 +1,190 @@
+"""Orthanc Python plugin: forward each stable study to the myonode node, label it with the
+node's status.
+
+Orthanc calls `on_change` from its own threads, so the callback only queues the event; one
+worker thread does the REST work through pyorthanc's internal client (the plugin's own
+authorisation token, no stored credentials):
+
+- a study becomes STABLE: its series of the configured modalities that the node did not
+  write and that were not already forwarded with the same instance count are sent to the
+  node's DICOM modality as one asynchronous Orthanc job (a failed job is resubmitted with a
+  growing delay);
+- then the node's REST API is polled for the study's status, which is written to the
+  study's `MyoNodeStatus` metadata until the node reports a final state. The node sends its
+  results (SEG, SR, PDF) back with C-STORE, so they land in the same study.
+
+Studies still being followed are kept in an Orthanc global property, so a restart of Orthanc
+resumes following them. Needs the `MyoNode` configuration section (see archive.json) and
+pyorthanc/httpx on the interpreter's path (PYTHONPATH=<venv>/lib/python3.11/site-packages).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import httpx
+import orthanc
+import pyorthanc
+
+STATUS = "MyoNodeStatus"  # study metadata: the node's status for the study
+FORWARDED = "MyoNodeForwarded"  # series metadata: instance count when last forwarded
+PENDING_PROPERTY = 5120  # global property: studies being followed, as JSON
+FINAL = ("done", "failed", "not routed", "withheld")
+OWN_MANUFACTURER = "myonode"
+
+
+class Forwarder:
+    def __init__(self, config: dict) -> None:
+        section = config.get("MyoNode", {})
+        self.modality = section.get("NodeModality", "MYONODE")
+        self.node_url = section.get("NodeUrl", "http://127.0.0.1:8080").rstrip("/")
+        self.modalities = set(section.get("Modalities", ["CT", "MR", "CR", "DX"]))
+        self.poll_s = float(section.get("PollSeconds", 5))
+        self.retry_max_s = float(section.get("RetryMaxSeconds", 300))
+        self.events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="myonode-forwarder")
+        self.pending: dict[str, dict] = {}
+        self.client: pyorthanc.Orthanc | None = None
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.client = pyorthanc.get_internal_client()
+        self.pending = json.loads(orthanc.GetGlobalProperty(PENDING_PROPERTY, "{}") or "{}")
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # keep the worker alive; the next step retries
+                orthanc.LogWarning(f"myonode: {type(exc).__name__}: {exc}")
+            self.stop.wait(self.poll_s)
+
+    def step(self) -> None:
+        changed = False
+        while not self.events.empty():
+            kind, study_id = self.events.get_nowait()
+            if kind == "stable":
+                changed |= self.forward(study_id)
+            elif self.pending.pop(study_id, None) is not None:
+                changed = True
+        now = time.time()
+        for study_id, record in list(self.pending.items()):
+            if record["next"] <= now:
+                self.follow(study_id, record)
+                changed = True
+        if changed:
+            orthanc.SetGlobalProperty(PENDING_PROPERTY, json.dumps(self.pending))
+
+    def forward(self, study_id: str) -> bool:
+        """Send the study's new or grown series to the node; return whether it is followed."""
+        try:
+            study = self.client.get_studies_id(study_id)
+        except httpx.HTTPError:  # deleted since it became stable
+            return False
+        wanted = {}
+        for series_id in study["Series"]:
+            series = self.client.get_series_id(series_id)
+            tags = series["MainDicomTags"]
+            if tags.get("Modality") not in self.modalities:
+                continue
+            if tags.get("Manufacturer") == OWN_MANUFACTURER:
+                continue
+            count = len(series["Instances"])
+            if self._metadata("series", series_id).get(FORWARDED) != str(count):
+                wanted[series_id] = count
+        if not wanted:
+            return False
+        self.pending[study_id] = {
+            "uid": study["MainDicomTags"]["StudyInstanceUID"],
+            "series": wanted,
+            "job": None,
+            "attempts": 0,
+            "next": 0.0,
+        }
+        self.submit(study_id, self.pending[study_id])
+        return True
+
+    def submit(self, study_id: str, record: dict) -> None:
+        job = self.client.post_modalities_id_store(
+            self.modality, json={"Resources": list(record["series"]), "Synchronous": False}
+        )
+        record["job"] = job["ID"]
+        self.label(study_id, "forwarding to the node")
+
+    def follow(self, study_id: str, record: dict) -> None:
+        """Advance one followed study: its forwarding job, then the node's status."""
+        if record["job"] is not None and not self._forwarded(study_id, record):
+            return
+        try:
+            response = httpx.get(f"{self.node_url}/api/studies/{record['uid']}", timeout=10)
+            if response.status_code != 404:
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.label(study_id, f"node status unavailable ({type(exc).__name__})")
+            self._retry_later(record)
+            return
+        status = "sent to the node" if response.status_code == 404 else response.json()["status"]
+        record["attempts"], record["next"] = 0, time.time() + self.poll_s
+        if not self.label(study_id, status) or status.split(":")[0] in FINAL:
+            self.pending.pop(study_id, None)
+
+    def _forwarded(self, study_id: str, record: dict) -> bool:
+        try:
+            job = self.client.get_jobs_id(record["job"])
+        except httpx.HTTPError:  # dropped from Orthanc's job history: send again
+            self.submit(study_id, record)
+            return False
+        if job["State"] == "Success":
+            for series_id, count in record["series"].items():
+                try:
+                    self.client.put_series_id_metadata_name(series_id, FORWARDED, str(count))
+                except httpx.HTTPError:
+                    pass  # the series was deleted meanwhile
+            record["job"] = None
+            self.label(study_id, "sent to the node")
+            return True
+        if job["State"] == "Failure":  # e.g. the node is down: resubmit, then back off
+            self.label(study_id, f"forwarding failed ({job.get('ErrorDescription', '')})")
+            self.client.post_jobs_id_resubmit(record["job"], json={})
+            self._retry_later(record)
+        return False
+
+    def _retry_later(self, record: dict) -> None:
+        record["attempts"] += 1
+        delay = min(self.retry_max_s, self.poll_s * 2 ** record["attempts"])
+        record["next"] = time.time() + delay
+
+    def label(self, study_id: str, status: str) -> bool:
+        """Write the status to the study's metadata; False if the study no longer exists."""
+        try:
+            if self._metadata("studies", study_id).get(STATUS) != status:
+                self.client.put_studies_id_metadata_name(study_id, STATUS, status)
+        except httpx.HTTPError:  # pyorthanc raises this for a 404 too
+            return False
+        return True
+
+    def _metadata(self, level: str, resource_id: str) -> dict[str, str]:
+        get = getattr(self.client, f"get_{level}_id_metadata")
+        return get(resource_id, params={"expand": ""})
+
+    # -- Orthanc's callback ------------------------------------------------------------------
+
+    def on_change(self, change_type, level, resource_id: str) -> None:
+        if change_type == orthanc.ChangeType.ORTHANC_STARTED:
+            self.thread.start()
+        elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            self.stop.set()
+            if self.thread.is_alive():
+                self.thread.join()
+        elif level == orthanc.ResourceType.STUDY:
+            if change_type == orthanc.ChangeType.STABLE_STUDY:
+                self.events.put(("stable", resource_id))
+            elif change_type == orthanc.ChangeType.DELETED:
+                self.events.put(("deleted", resource_id))
+
+
+forwarder = Forwarder(json.loads(orthanc.GetConfiguration()))
+orthanc.RegisterOnChangeCallback(forwarder.on_change)
