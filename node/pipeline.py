@@ -18,7 +18,7 @@ from pydicom.sr.coding import Code
 
 from .assessment import Assessment, Prior, assess
 from .encode import Device, OutputIdentity, add_absent_type2
-from .encode.pdf import build_encapsulated_pdf, render_pdf
+from .encode.pdf import build_encapsulated_pdf, render_key_image, render_pdf
 from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
 from .engines import SegmentationEngine
@@ -27,6 +27,8 @@ from .patient import patient_facts
 from .results import ResultRow, result_rows
 from .storage import write_durably
 from .volume import Volume, load_series
+
+OVERLAY_PNG = "overlay.png"
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ class Runner:
         notes: Sequence[str] = (),
         volume: Volume | None = None,
     ) -> JobOutput:
-        """Segment one series, assess it, and write SEG (if anything was found), SR and PDF.
+        """Segment one series, assess it, and write SEG (if anything was found), SR and PDF
+        (and the key image as PNG beside them).
 
         `notes` are sentences for the report from outside the pipeline (e.g. a failed prior
         lookup), so a reader is never left to assume something that was not checked.
@@ -172,6 +175,8 @@ class Runner:
             title,
             derived_from=[sr],
         )
+        if seg is not None:  # for the dashboard; not an output that is sent anywhere
+            write_durably(out_dir / OVERLAY_PNG, render_key_image(volume, label_map))
         files = []
         for name, dataset in (("seg.dcm", seg), ("sr.dcm", sr), ("report.dcm", pdf)):
             if dataset is None:

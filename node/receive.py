@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
@@ -17,7 +18,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from . import sop
 from .config import DicomSettings
-from .ingest import Ingestor, Status
+from .ingest import Ingestor, Outcome, Status
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,15 @@ def _status(code: Status, comment: str | None = None) -> Dataset:
 class Receiver:
     """A Storage SCP + Verification SCP bound to the configured address."""
 
-    def __init__(self, settings: DicomSettings, ingestor: Ingestor) -> None:
+    def __init__(
+        self,
+        settings: DicomSettings,
+        ingestor: Ingestor,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.ingestor = ingestor
+        self.on_outcome = on_outcome  # e.g. metrics: every C-STORE's outcome
         self.ae = AE(ae_title=settings.ae_title)
         self.ae.maximum_associations = settings.max_associations
         self.ae.maximum_pdu_size = settings.max_pdu_bytes
@@ -92,7 +99,9 @@ class Receiver:
             )
         except Exception:  # never crash an association thread, never report a false success
             log.exception("unexpected error storing an instance")
-            return _status(Status.OUT_OF_RESOURCES, "internal error; see node log")
+            outcome = Outcome(Status.OUT_OF_RESOURCES, "internal error; see node log")
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         if outcome.ok:
             return _status(Status.SUCCESS)
         return _status(outcome.status, outcome.reason)

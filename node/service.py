@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -23,23 +24,15 @@ from .encode import Device
 from .index import Index
 from .ingest import Ingestor
 from .inputs import load_inputs
+from .metrics import Metrics
 from .patient import patient_facts
 from .pipeline import Runner
 from .receive import Receiver
 from .routing.profiles import configured_pipelines, load_profiles, profile_dirs
-from .storage import remove_stale_partials, safe_component
+from .storage import remove_stale_partials, results_dir_for
 from .webserver import WebServer
 
 log = logging.getLogger(__name__)
-
-
-def results_dir_for(settings: Settings, job) -> Path:
-    return (
-        settings.results_dir
-        / safe_component(job["study_uid"])
-        / safe_component(job["series_uid"])
-        / job["pipeline"]
-    )
 
 
 def local_priors(index: Index, study_uid: str) -> list[Prior]:
@@ -72,11 +65,14 @@ def priors_for(settings: Settings, index: Index, study_uid: str) -> tuple[list[P
     return priors, notes
 
 
-def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
+def run_next_job(
+    settings: Settings, index: Index, runner: Runner, metrics: Metrics | None = None
+) -> bool:
     """Run one queued job, if any; return whether one ran."""
     job = index.claim_job()
     if job is None:
         return False
+    started = time.monotonic()
     try:
         paths = [row["path"] for row in index.series_instances(job["series_uid"])]
         priors, notes = priors_for(settings, index, job["study_uid"])
@@ -89,7 +85,7 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
         output = runner.run(
             job["pipeline"],
             paths,
-            results_dir_for(settings, job),
+            results_dir_for(settings.results_dir, job),
             json.loads(job["reasons"] or "[]"),
             priors=priors,
             notes=notes,
@@ -99,6 +95,8 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
         log.error("job %d (%s) failed: %s", job["id"], job["pipeline"], exc)
         log.debug("%s", traceback.format_exc())
         index.fail_job(job["id"], f"{type(exc).__name__}: {exc}")
+        if metrics is not None:
+            metrics.job(job["pipeline"], "failed", time.monotonic() - started)
         return True
     study = index.study(job["study_uid"])
     index.complete_job(
@@ -107,6 +105,8 @@ def run_next_job(settings: Settings, index: Index, runner: Runner) -> bool:
         destinations_for(settings, study["calling_aet"] if study else None),
         output.result_rows(),
     )
+    if metrics is not None:
+        metrics.job(job["pipeline"], "done", time.monotonic() - started)
     log.info("job %d (%s) done: %d outputs", job["id"], job["pipeline"], len(output.files))
     return True
 
@@ -122,10 +122,17 @@ class Node:
         self.runner = Runner(
             Device(serial_number=settings.dicom.ae_title), configured_pipelines(self.profiles)
         )
-        self.receiver = Receiver(settings.dicom, Ingestor(settings, self.index))
+        self.metrics = Metrics(self.index)
+        self.receiver = Receiver(
+            settings.dicom, Ingestor(settings, self.index), on_outcome=self.metrics.instance
+        )
         self.dispatcher = Dispatcher(settings, self.index)
         self.web = (
-            WebServer(create_app(self.index), settings.http.bind, settings.http.port)
+            WebServer(
+                create_app(self.index, settings, self.metrics),
+                settings.http.bind,
+                settings.http.port,
+            )
             if settings.http.enabled
             else None
         )
@@ -159,7 +166,11 @@ class Node:
             ("dispatch", self.dispatcher.send_due, self.settings.dispatch.poll_seconds),
         ]
         loops += [
-            (f"worker-{n}", lambda: run_next_job(self.settings, self.index, self.runner), 0.5)
+            (
+                f"worker-{n}",
+                lambda: run_next_job(self.settings, self.index, self.runner, self.metrics),
+                0.5,
+            )
             for n in range(self.settings.workers.count)
         ]
         for name, step, pause in loops:

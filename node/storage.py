@@ -34,6 +34,16 @@ def safe_component(uid: str) -> str:
     return "x" + hashlib.sha1(uid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def results_dir_for(results_root: Path, job) -> Path:
+    """Where a job (a row with study_uid, series_uid, pipeline) writes its outputs."""
+    return (
+        results_root
+        / safe_component(job["study_uid"])
+        / safe_component(job["series_uid"])
+        / job["pipeline"]
+    )
+
+
 def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -241,6 +241,21 @@ class ArchiveOrthanc(Orthanc):
         return {**super().environment(), "PYTHONPATH": SITE_PACKAGES}
 
 
+def metric(node, name: str, **labels: str) -> float:
+    """A sample from the node's /metrics over HTTP (0 when the sample does not exist)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.web.port}/metrics") as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
 def sr_texts(dataset) -> list[str]:
     """Every TEXT value in an SR content tree."""
     found = []

@@ -16,7 +16,7 @@ from myonode.scu import describe, send_files
 from myonode.synthetic import abdomen_phantom, write_ct_series
 
 from conftest import make_settings
-from support import ArchiveOrthanc, free_port, wait_until
+from support import ArchiveOrthanc, free_port, metric, wait_until
 
 SLICES = 8
 
@@ -107,6 +107,10 @@ def test_stable_study_is_forwarded_and_results_land_in_the_same_study(stack, ct)
     wait_until(lambda: all(job["State"] == "Success" for job in store_jobs(client)))
     assert len(store_jobs(client)) == 1
     assert node.index.counts()["instances"]["total"] == SLICES
+    assert metric(node, "myonode_instances_total", outcome="stored") == SLICES
+    assert metric(node, "myonode_jobs", state="done") == 1
+    assert metric(node, "myonode_outbox", state="sent") == 3
+    assert metric(node, "myonode_job_duration_seconds_count", pipeline="ct_muscle") == 1
 
     # QIDO-RS finds the SR; `myonode results --from-archive` reads the node's numbers back.
     archive_url = f"{orthanc.authenticated}/dicom-web"
@@ -154,6 +158,7 @@ def test_results_wait_while_orthanc_is_down_and_arrive_after_its_restart(stack, 
         return len(rows) == 3 and all(r["state"] == "pending" and r["last_error"] for r in rows)
 
     wait_until(retrying, timeout=60)
+    assert metric(node, "myonode_outbox_failing") == 3
     study_uid = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
     assert node.index.study_status(study_uid) == "delivery retrying"
 

@@ -9,7 +9,7 @@ from pynetdicom import AE
 
 from myonode.scu import describe, send_files
 
-from support import require_tool, wait_until
+from support import metric, require_tool, wait_until
 
 
 def dataset_bytes(path) -> bytes:
@@ -68,6 +68,8 @@ def test_duplicate_store_is_idempotent(node, ct_series):
         )
     assert len(node.index.query("SELECT * FROM instances")) == 1
     assert node.index.query("SELECT change_seq FROM studies")[0][0] == 1
+    assert metric(node, "myonode_instances_total", outcome="stored", status="0x0000") == 1
+    assert metric(node, "myonode_instances_total", outcome="duplicate", status="0x0000") == 1
 
 
 def test_disallowed_calling_ae_is_rejected(tmp_path, node_factory, ct_series):
@@ -91,6 +93,7 @@ def test_free_space_reserve_gives_a700(tmp_path, node_factory, ct_series):
     [result] = send_files([describe(ct_series[0])], "A", "MYONODE", "127.0.0.1", node.port)
     assert result.status == 0xA700
     assert not node.index.query("SELECT * FROM instances")
+    assert metric(node, "myonode_instances_total", outcome="refused", status="0xA700") == 1
 
 
 def test_real_disk_full_gives_a700(tmp_path, node_factory):

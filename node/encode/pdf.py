@@ -99,6 +99,16 @@ def _reference_axes(axes: Sequence, assessment: Assessment) -> None:
         ax.set_xlabel(f"{ref.source}, {ref.population}", fontsize=5)
 
 
+def render_key_image(volume: Volume, label_map: LabelMap) -> bytes:
+    """The report's key image with the overlay, as PNG: the dashboard's picture of a job."""
+    figure = Figure(figsize=(6.4, 4.4))
+    modality = str(volume.datasets[0].get("Modality", "")) if volume.datasets else ""
+    _overlay_axes(figure.add_axes((0.01, 0.02, 0.66, 0.9)), volume, label_map, modality)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
 def render_pdf(
     volume: Volume,
     label_map: LabelMap,
