@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import contourpy
 import numpy as np
+from scipy.spatial import Delaunay
 
 from .anatomy import Structure
 from .volume import Geometry
@@ -104,17 +105,76 @@ def outline(mask2d: np.ndarray) -> np.ndarray:
     as an SR's SCOORD has them. The iso-line at 0.5 of the zero-padded mask runs half-way
     between pixels inside and outside, so every loop closes, also at the image border; loops
     around holes run the other way round. Several loops become one "keyhole" polygon, as RT
-    structure sets draw them: from the end of the first loop the line goes to each other loop,
-    round it, and back along the same segment, which encloses no area.
+    structure sets draw them: bridges, as short as possible (the minimum spanning tree of the
+    loops), lead from loop to loop; the line goes round each loop and comes back along each
+    bridge, so the bridges enclose no area.
     """
     padded = np.pad(mask2d.astype(np.float64), 1)
     lines = contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5)
-    loops = sorted((np.asarray(line, dtype=np.float64) - 0.5 for line in lines), key=len)
-    first = loops.pop()
-    joined = [first]
-    for loop in reversed(loops):
-        joined += [loop, first[-1:]]
-    return np.concatenate(joined)
+    loops = sorted((np.asarray(line, dtype=np.float64)[:-1] - 0.5 for line in lines), key=len)
+    loops.reverse()  # the largest first: the root of the tree; loops are open from here on
+    bridges = _bridges(loops)
+    path: list[np.ndarray] = []
+    stack = [(0, 0, 0)]  # (loop, entry index, steps taken round it)
+    while stack:
+        loop, entry, step = stack.pop()
+        size = len(loops[loop])
+        if step == size:  # round: close the loop, go back over the bridge
+            path.append(loops[loop][entry])
+            if stack:
+                parent, parent_entry, parent_step = stack[-1]
+                here = (parent_entry + parent_step - 1) % len(loops[parent])
+                path.append(loops[parent][here])
+            continue
+        index = (entry + step) % size
+        path.append(loops[loop][index])
+        stack.append((loop, entry, step + 1))
+        for child, child_entry in reversed(bridges.get((loop, index), [])):
+            stack.append((child, child_entry, 0))
+    return np.asarray(path)
+
+
+def _bridges(loops: list[np.ndarray]) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """The minimum spanning tree of the loops, rooted at loop 0: (loop, point index) ->
+    [(child loop, its entry point index)]. The Euclidean minimum spanning tree is part of
+    the Delaunay triangulation, so only its edges are candidates."""
+    if len(loops) == 1:
+        return {}
+    points = np.concatenate(loops)
+    owner = np.repeat(np.arange(len(loops)), [len(loop) for loop in loops])
+    first = np.concatenate([[0], np.cumsum([len(loop) for loop in loops])])
+    simplices = Delaunay(points).simplices
+    edges = np.concatenate([simplices[:, [0, 1]], simplices[:, [1, 2]], simplices[:, [2, 0]]])
+    edges = edges[owner[edges[:, 0]] != owner[edges[:, 1]]]
+    lengths = np.hypot(*(points[edges[:, 0]] - points[edges[:, 1]]).T)
+    parent = list(range(len(loops)))
+
+    def root(n: int) -> int:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    tree: dict[int, list[tuple[int, int]]] = {}
+    for a, b in edges[np.argsort(lengths, kind="stable")]:
+        ra, rb = root(owner[a]), root(owner[b])
+        if ra != rb:
+            parent[ra] = rb
+            tree.setdefault(int(owner[a]), []).append((int(a), int(b)))
+            tree.setdefault(int(owner[b]), []).append((int(b), int(a)))
+    bridges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    seen, queue = {0}, [0]
+    while queue:
+        loop = queue.pop()
+        for a, b in tree.get(loop, []):
+            child = int(owner[b])
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+                bridges.setdefault((loop, a - int(first[loop])), []).append(
+                    (child, b - int(first[child]))
+                )
+    return bridges
 
 
 def maximum_area(mask: np.ndarray, geometry: Geometry) -> MaximumArea | None:

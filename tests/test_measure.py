@@ -102,3 +102,13 @@ def test_maximum_area_carries_the_outline_of_its_slice():
     area = maximum_area(labels == 1, grid())
     assert area.slice_index == 2 and area.outline is not None
     assert shoelace(area.outline) == pytest.approx(20, abs=0.5)
+
+
+def test_outline_bridges_are_the_shortest_links_between_parts():
+    mask = np.zeros((20, 80), bool)
+    for left in (2, 30, 58):  # three parts in a row, 18 pixels apart
+        mask[5:15, left : left + 10] = True
+    line = outline(mask)
+    segments = np.hypot(*np.diff(line, axis=0).T)
+    assert segments.max() <= 18 + 1  # neighbour to neighbour, never first to last
+    assert shoelace(line) == pytest.approx(3 * 100, abs=3 * 0.5)
