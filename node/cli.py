@@ -47,6 +47,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viewer(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .viewer import create_viewer_app
+
+    settings = _settings(args)
+    try:
+        app = create_viewer_app(settings)
+    except ValueError as exc:
+        err.print(f"[red]cannot serve the viewer[/]: {exc}")
+        return 2
+    viewer = settings.viewer
+    console.print(f"OHIF on http://{viewer.bind}:{viewer.port}/, the archive on /dicom-web")
+    uvicorn.run(app, host=viewer.bind, port=viewer.port, log_level="warning")
+    return 0
+
+
 STRUCTURE_COLUMNS = (
     ("volume", "volume cm³"),
     ("mass", "mass g"),
@@ -395,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the DICOM node").set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "viewer", help="serve OHIF with the archive's DICOMweb on the same origin"
+    ).set_defaults(func=cmd_viewer)
 
     status = sub.add_parser("status", help="studies, routing, jobs and outbox")
     status.add_argument("--json", action="store_true")
