@@ -198,13 +198,22 @@ class ArchiveOrthanc(Orthanc):
     USER = "myonode"
 
     def __init__(
-        self, directory: Path, node_dicom_port: int, node_http_port: int, extra: dict | None = None
+        self,
+        directory: Path,
+        node_dicom_port: int,
+        node_http_port: int,
+        extra: dict | None = None,
+        password: str | None = None,
+        env: dict[str, str] | None = None,
     ):
+        """`extra` overrides keys of the site configuration; `env` adds to Orthanc's
+        environment (which Orthanc substitutes for ${VAR} in its configuration)."""
         super().__init__(directory, extra=extra)
         require_python_plugin()
         self.node_dicom_port = node_dicom_port
         self.node_http_port = node_http_port
-        self.password = os.urandom(8).hex()
+        self.password = password or os.urandom(8).hex()
+        self.env = env or {}
 
     @property
     def authenticated(self) -> str:
@@ -238,7 +247,7 @@ class ArchiveOrthanc(Orthanc):
         return config_dir
 
     def environment(self) -> dict[str, str]:
-        return {**super().environment(), "PYTHONPATH": SITE_PACKAGES}
+        return {**super().environment(), "PYTHONPATH": SITE_PACKAGES, **self.env}
 
 
 def metric(node, name: str, **labels: str) -> float:

@@ -1,0 +1,172 @@
+"""The container deployment, checked as far as it can be without a Docker engine: the compose
+files are consistent with the images, the configuration files and each other; the images'
+build steps copy what exists and pin what the tests run; Orthanc accepts the compose
+configuration. (The bare-metal units are run for real in test_stack.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from myonode.config import load_settings
+
+from support import REPO, ArchiveOrthanc, free_port
+
+DOCKER = REPO / "deploy" / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+GPU = yaml.safe_load((DOCKER / "docker-compose.gpu.yml").read_text())
+SITE = json.loads((DOCKER / "orthanc-site.json").read_text())
+PASSWORD = "s3cret-for-the-test"
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} substitution."""
+
+    def one(match: re.Match) -> str:
+        name, operator, rest = match.group(1), match.group(2), match.group(3)
+        if name in env:
+            return env[name]
+        if operator == ":-":
+            return rest
+        raise KeyError(f"{name} is required: {rest}")
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def unit(name: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in (REPO / "deploy" / "systemd" / name).read_text().splitlines():
+        key, _, value = line.partition("=")
+        if value and not line.startswith("#"):
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_compose_services_ports_and_volumes_match_the_configuration():
+    services = COMPOSE["services"]
+    assert set(services) == {"orthanc", "node", "viewer"}
+    node_config = yaml.safe_load((DOCKER / "myonode.yaml").read_text())
+    container_ports = {
+        "orthanc": {SITE["DicomPort"], SITE["HttpPort"]},
+        "node": {node_config["dicom"]["port"], node_config["http"]["port"]},
+        "viewer": {node_config["viewer"]["port"]},
+    }
+    for name, service in services.items():
+        assert {int(p.split(":")[1]) for p in service["ports"]} == container_ports[name], name
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                assert (DOCKER / source).is_file(), volume
+            else:
+                assert source in COMPOSE["volumes"], volume
+            assert target.startswith("/")
+    assert "orthanc-db:/var/lib/orthanc/db-v6" in services["orthanc"]["volumes"]
+    assert SITE["StorageDirectory"] == "/var/lib/orthanc/db-v6"
+    assert f"node-data:{node_config['storage']['data_dir']}" in services["node"]["volumes"]
+    # The viewer runs the node's image; the node image is what the node service builds.
+    assert services["viewer"]["image"] == services["node"]["image"]
+    assert services["viewer"]["command"] == shlex.split(
+        unit("myonode-viewer.service")["ExecStart"][0]
+    )
+    for name in ("orthanc", "node"):
+        build = services[name]["build"]
+        assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_compose_services_find_each_other():
+    """The node's settings, with the compose environment, are valid and point at the orthanc
+    service; Orthanc's modality and status URL point at the node service."""
+    env = {"ORTHANC_PASSWORD": PASSWORD}
+    node = COMPOSE["services"]["node"]
+    environ = {k: interpolate(v, env) for k, v in node["environment"].items()}
+    settings = load_settings(DOCKER / "myonode.yaml", environ=environ)
+    assert settings.peers["ORTHANC"].host == "orthanc"
+    assert settings.peers["ORTHANC"].port == SITE["DicomPort"]
+    assert settings.archive.dicomweb_url == f"http://myonode:{PASSWORD}@orthanc:8042/dicom-web"
+    assert settings.viewer.public_url == "http://localhost:3000"
+    aet, host, port = SITE["DicomModalities"]["MYONODE"]
+    assert (aet, host, port) == (settings.dicom.ae_title, "node", settings.dicom.port)
+    assert SITE["MyoNode"]["NodeUrl"] == f"http://node:{settings.http.port}"
+    with pytest.raises(KeyError, match="ORTHANC_PASSWORD"):
+        interpolate(COMPOSE["services"]["orthanc"]["environment"]["ORTHANC_PASSWORD"], {})
+
+
+def test_gpu_variant_reserves_a_gpu_and_builds_cuda_torch():
+    node = GPU["services"]["node"]
+    [device] = node["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    index = interpolate(node["build"]["args"]["TORCH_INDEX_URL"], {})
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", index)
+    assert node["image"] != COMPOSE["services"]["node"]["image"]
+    assert GPU["services"]["viewer"]["image"] == node["image"]
+    assert "TORCH_INDEX_URL" in dict(instructions(DOCKER / "node.Dockerfile"))["ARG"]
+
+
+@pytest.mark.parametrize("name", ["node.Dockerfile", "orthanc.Dockerfile"])
+def test_dockerfiles_copy_what_exists_and_pin_what_the_tests_run(name):
+    steps = instructions(DOCKER / name)
+    for instruction, arguments in steps:
+        if instruction == "COPY" and not arguments.startswith("--from"):
+            *sources, _target = arguments.split()
+            for source in sources:
+                assert (REPO / source).exists(), f"{name}: COPY {source}"
+    # The RUN steps take their pins from pyproject.toml with grep: run those greps here.
+    for _, arguments in (s for s in steps if s[0] == "RUN"):
+        for expression in re.findall(r'"\$\((grep [^)]*)\)"', arguments):
+            command = expression.replace("/opt/myonode/pyproject.toml", "pyproject.toml")
+            command = command.replace("/tmp/pyproject.toml", "pyproject.toml")
+            pin = subprocess.run(
+                ["bash", "-c", command], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert re.fullmatch(r"(torch==2\.13\.0|pyorthanc[<>=,.\d]+)", pin), pin
+    cmd = json.loads(dict(steps)["CMD"])
+    if name == "node.Dockerfile":
+        assert cmd == shlex.split(unit("myonode.service")["ExecStart"][0])
+        assert any("install-ohif.sh /ohif" in a for i, a in steps if i == "RUN")
+    else:  # Debian's Orthanc with the archive configuration, as the drop-in starts it
+        drop_in = unit("orthanc.service.d/myonode.conf")
+        assert cmd[-1] == shlex.split(drop_in["ExecStart"][-1])[-1]
+        env = dict(steps)["ENV"]
+        for setting in drop_in["Environment"]:
+            assert setting in env.split()
+
+
+def test_orthanc_accepts_the_compose_configuration(tmp_path):
+    """Orthanc 1.10 (what the image installs) starts with archive.json and the compose
+    site.json, takes the password from the environment, and loads both plugins."""
+    moved = {"HttpPort", "DicomPort", "StorageDirectory", "IndexDirectory", "PythonScript"}
+    orthanc = ArchiveOrthanc(
+        tmp_path,
+        node_dicom_port=free_port(),
+        node_http_port=free_port(),
+        extra={k: v for k, v in SITE.items() if k not in moved},
+        password=PASSWORD,
+        env={"ORTHANC_PASSWORD": PASSWORD},
+    ).start()
+    try:
+        client = orthanc.client()
+        assert {"dicom-web", "python"} <= set(client.get_plugins())
+        assert client.get_modalities_id_configuration("MYONODE")["Host"] == "node"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"{orthanc.url}/dicom-web/studies")
+    finally:
+        orthanc.stop()
