@@ -121,13 +121,16 @@ def create_viewer_app(settings: Settings) -> FastAPI:
         if root not in upstreams:
             return PlainTextResponse(f"archive.{root} URL is not configured", status_code=404)
         url = f"{upstreams[root]}/{path}" if path else upstreams[root]
+        if request.url.query:  # as sent: Orthanc does not decode e.g. %2F in WADO-URI queries
+            url += f"?{request.url.query}"
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST}
+        # Bytes are passed through as the archive encoded them: only as the client accepts.
+        headers.setdefault("accept-encoding", "identity")
         # Orthanc's DICOMweb writes absolute BulkDataURIs from this header.
         headers["forwarded"] = f"host={request.url.netloc};proto={request.url.scheme}"
         upstream = client.build_request(
             request.method,
             url,
-            params=request.query_params,
             headers=headers,
             content=request.stream() if request.method == "POST" else None,
         )

@@ -256,3 +256,35 @@ def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
     assert label.json_value().startswith(f"Area: {max_csa:.2f} cm2")
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "ohif-sr.png")
+
+
+def test_ohif_opens_the_pdf_report(stack, page):
+    """OHIF hands the Encapsulated PDF, retrieved through the viewer, to the browser's PDF
+    viewer (a plugin whose contents the DOM does not show): check the document it got."""
+    open_study(page, stack)
+    page.get_by_text("DOC", exact=True).dblclick()
+    embedded = page.locator('object[type="application/pdf"]')
+    embedded.wait_for(timeout=60000)
+    head = page.evaluate(
+        "async url => new TextDecoder().decode((await (await fetch(url)).arrayBuffer())"
+        ".slice(0, 5))",
+        embedded.get_attribute("data"),
+    )
+    assert head == "%PDF-"
+
+
+def test_viewer_proxies_wado_uri_as_the_client_accepts(stack):
+    """WADO-URI through the viewer: the instance, uncompressed for a client that asked for
+    no content encoding, and the archive's credentials never needed by the client."""
+    detail = get_json(f"{stack['node']}/api/studies/{stack['study_uid']}")
+    [seg] = [o for o in detail["outbox"] if o["sop_class_uid"].endswith(".66.4")]
+    series = pydicom.dcmread(seg["path"], stop_before_pixels=True).SeriesInstanceUID
+    query = (
+        f"requestType=WADO&studyUID={stack['study_uid']}&seriesUID={series}"
+        f"&objectUID={seg['sop_uid']}&contentType=application/dicom"
+    )
+    with urllib.request.urlopen(f"{stack['viewer']}/wado?{query}") as response:
+        body = response.read()
+        assert response.headers.get("content-encoding") is None
+    assert body[128:132] == b"DICM"
+    assert pydicom.dcmread(io.BytesIO(body)).SOPInstanceUID == seg["sop_uid"]
