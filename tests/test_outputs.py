@@ -115,21 +115,27 @@ def test_generated_study_outputs_conform(tmp_path):
     output = Runner().run("ct_muscle", paths, tmp_path / "out")
     for file in output.files:
         assert dciodvfy_errors(file.path) == [], file.path.name
-    # The maximum CSA is a planar ROI outlined on the image it was measured on (what OHIF
-    # draws); the first measurement group, so OHIF's SR viewport opens on it.
+    # Each maximum CSA is a planar ROI outlined on the image it was measured on (what OHIF
+    # draws), and these come first, so OHIF's SR viewport opens on one of them.
     sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
-    [group, *_] = sr.content.get_planar_roi_measurement_groups()
-    [structure] = output.assessment.structures
-    area = structure.max_area
-    region = group.roi
-    assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
-    assert region.value.shape == area.outline.shape
+    found = [s for s in output.assessment.structures if s.voxel_count and s.max_area]
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert len(groups) == len(found) > 0
     ordered = sorted(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
-    image = pydicom.dcmread(ordered[area.slice_index])
-    [selected_from] = region.ContentSequence
-    assert selected_from.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
-    [measurement] = group.get_measurements()
-    assert measurement.value == pytest.approx(area.area_cm2)
+    for group, structure in zip(groups, found, strict=True):
+        area = structure.max_area
+        region = group.roi
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert region.value.shape == area.outline.shape
+        image = pydicom.dcmread(ordered[area.slice_index])
+        [selected_from] = region.ContentSequence
+        reference = selected_from.ReferencedSOPSequence[0]
+        assert reference.ReferencedSOPInstanceUID == image.SOPInstanceUID
+        [measurement] = group.get_measurements()
+        assert measurement.value == pytest.approx(area.area_cm2)
+    [report] = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    first = report.ContentSequence[0].ContentSequence
+    assert any(item.ValueType == "SCOORD" for item in first)
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:
