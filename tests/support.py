@@ -94,9 +94,17 @@ class Storescp:
 
 
 def received_modalities(peer: Storescp) -> list[str]:
+    """Modalities of the files the peer has received (one it is still writing is left out)."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    return sorted(str(pydicom.dcmread(p, stop_before_pixels=True).Modality) for p in peer.files())
+    modalities = []
+    for path in peer.files():
+        try:
+            modalities.append(str(pydicom.dcmread(path, stop_before_pixels=True).Modality))
+        except (InvalidDicomError, EOFError, AttributeError):
+            continue
+    return sorted(modalities)
 
 
 RESULT_MODALITIES = ["DOC", "SEG", "SR"]  # the PDF report, the segmentation, the SR
