@@ -43,7 +43,6 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
             "version": __version__,
             "counts": index.counts(),
             "viewer": {"url": settings.viewer.public_url, "port": settings.viewer.port},
-            "final_statuses": FINAL_STATUSES,
         }
 
     @app.get("/api/results", response_model=None)
@@ -87,9 +86,11 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
         row = index.study(study_uid)
         if row is None:
             raise HTTPException(404, f"no study {study_uid}")
+        status = index.study_status(study_uid)
         return {
             "study": dict(row),
-            "status": index.study_status(study_uid),
+            "status": status,
+            "final": status in FINAL_STATUSES,  # nothing more will happen without new images
             "decisions": _rows(index.decisions(study_uid)),
             "jobs": _rows(index.query("SELECT * FROM jobs WHERE study_uid = ?", (study_uid,))),
             "outbox": _rows(index.query("SELECT * FROM outbox WHERE study_uid = ?", (study_uid,))),

@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (sop_uid, destination)
 );
 """
-# What a study's status is once it is final: the archive stops asking, the dashboard greys it.
+# A study's status once nothing more happens without new images: the archive stops asking.
 FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
 
 

@@ -32,7 +32,6 @@ import pyorthanc
 STATUS = "MyoNodeStatus"  # study metadata: the node's status for the study
 FORWARDED = "MyoNodeForwarded"  # series metadata: instance count when last forwarded
 PENDING_PROPERTY = 5120  # global property: studies being followed, as JSON
-FINAL = ("done", "failed", "not routed", "withheld")
 OWN_MANUFACTURER = "myonode"
 
 
@@ -126,9 +125,11 @@ class Forwarder:
             self.label(study_id, f"node status unavailable ({type(exc).__name__})")
             self._retry_later(record)
             return
-        status = "sent to the node" if response.status_code == 404 else response.json()["status"]
+        study = {"status": "sent to the node", "final": False}
+        if response.status_code != 404:
+            study = response.json()
         record["attempts"], record["next"] = 0, time.time() + self.poll_s
-        if not self.label(study_id, status) or status.split(":")[0] in FINAL:
+        if not self.label(study_id, study["status"]) or study["final"]:
             self.pending.pop(study_id, None)
 
     def _forwarded(self, study_id: str, record: dict) -> bool:
