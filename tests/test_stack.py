@@ -131,12 +131,16 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    failed_before = request.session.testsfailed
     yield page
+    if request.session.testsfailed > failed_before:  # what the browser showed, for the log
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"failed-{request.node.name}.png")
     context.close()
     assert errors == [], errors
 
@@ -256,7 +260,7 @@ def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
     label = page.wait_for_function(  # the measurement's label, drawn in the SVG layer
         "() => [...document.querySelectorAll('svg text')].map(t => t.textContent)"
         ".find(t => t.startsWith('Area:'))",
-        timeout=60000,
+        timeout=90000,
     )
     assert any(label.json_value().startswith(area) for area in areas), areas
     SCREENSHOTS.mkdir(exist_ok=True)
