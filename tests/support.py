@@ -93,6 +93,20 @@ class Storescp:
         return sorted(p for p in self.directory.iterdir() if p.is_file())
 
 
+def scanner_sends(paths: list[Path], called_aet: str, port: int) -> None:
+    """C-STORE files as a scanner would: dcmtk storescu, a process of its own."""
+    require_tool("storescu")
+    completed = subprocess.run(
+        ["storescu", "--aetitle", "CT-SCANNER", "--call", called_aet, "127.0.0.1", str(port)]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
 def received_modalities(peer: Storescp) -> list[str]:
     """Modalities of the files the peer has received (one it is still writing is left out)."""
     import pydicom

@@ -12,11 +12,10 @@ import pytest
 
 from myonode.archive import Archive
 from myonode.results import ResultFilter
-from myonode.scu import describe, send_files
 from myonode.synthetic import abdomen_phantom, write_ct_series
 
 from conftest import make_settings
-from support import ArchiveOrthanc, free_port, metric, wait_until
+from support import ArchiveOrthanc, free_port, metric, scanner_sends, wait_until
 
 SLICES = 8
 
@@ -54,13 +53,6 @@ def stack(tmp_path, node_factory):
     orthanc.stop()
 
 
-def scanner_sends(orthanc, paths) -> None:
-    results = send_files(
-        [describe(p) for p in paths], "CT-SCANNER", "ORTHANC", "127.0.0.1", orthanc.dicom_port
-    )
-    assert all(r.ok for r in results)
-
-
 def study_modalities(client) -> dict[str, list[str]]:
     """Orthanc study id -> modalities of its series."""
     return {
@@ -86,7 +78,7 @@ def test_stable_study_is_forwarded_and_results_land_in_the_same_study(stack, ct)
     orthanc, start_node = stack
     node = start_node()
     client = orthanc.client()
-    scanner_sends(orthanc, ct)
+    scanner_sends(ct, "ORTHANC", orthanc.dicom_port)
 
     wait_until(
         lambda: list(study_modalities(client).values()) == [["CT", "DOC", "SEG", "SR"]],
@@ -150,7 +142,7 @@ def test_results_wait_while_orthanc_is_down_and_arrive_after_its_restart(stack, 
     orthanc, start_node = stack
     node = start_node(quiet_seconds=5)  # time to stop Orthanc before the results are ready
     client = orthanc.client()
-    scanner_sends(orthanc, ct)
+    scanner_sends(ct, "ORTHANC", orthanc.dicom_port)
     wait_until(lambda: node.index.counts()["instances"].get("total") == SLICES, timeout=60)
     orthanc.stop()
 
@@ -175,7 +167,7 @@ def test_study_deleted_in_orthanc_while_processing_is_not_recreated(stack, ct):
     orthanc, start_node = stack
     node = start_node(quiet_seconds=3)
     client = orthanc.client()
-    scanner_sends(orthanc, ct)
+    scanner_sends(ct, "ORTHANC", orthanc.dicom_port)
     wait_until(lambda: node.index.counts()["instances"].get("total") == SLICES, timeout=60)
     [study_id] = client.get_studies()
     client.delete_studies_id(study_id)
