@@ -115,6 +115,9 @@ def test_generated_study_outputs_conform(tmp_path):
     output = Runner().run("ct_muscle", paths, tmp_path / "out")
     for file in output.files:
         assert dciodvfy_errors(file.path) == [], file.path.name
+    # Every segment has the colour the PDF draws it in (viewers warn when it is missing).
+    seg = hd.seg.segread(tmp_path / "out" / "seg.dcm")
+    assert all("RecommendedDisplayCIELabValue" in item for item in seg.SegmentSequence)
     # Each maximum CSA is a planar ROI outlined on the image it was measured on (what OHIF
     # draws), and these come first, so OHIF's SR viewport opens on one of them.
     sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")

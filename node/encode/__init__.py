@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from matplotlib import colormaps
 from pydicom.dataset import Dataset
 
 from .. import __version__
-from ..anatomy import PRIVATE_SCHEME
+from ..anatomy import PRIVATE_SCHEME, Structure
 from ..uids import derived_uid
+
+
+def structure_colours(structures: Mapping[int, Structure]) -> dict[int, tuple[float, float, float]]:
+    """RGB (0-1) per label: the PDF's overlay and the SEG's recommended display colours are
+    the same, so a viewer shows each structure as the report does."""
+    palette = colormaps["tab20"]
+    return {label: palette(n % 20)[:3] for n, label in enumerate(sorted(structures))}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
@@ -21,7 +20,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, Expl
 from ..assessment import Assessment
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity, add_absent_type2, use_utf8
+from . import Device, OutputIdentity, add_absent_type2, structure_colours, use_utf8
 from .sr import intended_use_statement
 
 PDF_SERIES_OFFSET = 2
@@ -64,14 +63,14 @@ def _window(image: np.ndarray, modality: str) -> np.ndarray:
 def _overlay_axes(ax, volume: Volume, label_map: LabelMap, modality: str) -> None:
     k, why = key_slice(label_map)
     ax.imshow(_window(volume.array[k], modality), cmap="gray", interpolation="nearest")
-    colours = colormaps["tab20"]
+    colours = structure_colours(label_map.structures)
     overlay = np.zeros((*label_map.labels.shape[1:], 4))
     present = []
-    for index, (label, structure) in enumerate(sorted(label_map.structures.items())):
+    for label, structure in sorted(label_map.structures.items()):
         mask = label_map.labels[k] == label
         if mask.any():
-            overlay[mask] = (*colours(index % 20)[:3], 0.45)
-            present.append((structure.name, colours(index % 20)))
+            overlay[mask] = (*colours[label], 0.45)
+            present.append((structure.name, colours[label]))
     ax.imshow(overlay, interpolation="nearest")
     ax.set_title(f"Slice {k + 1} ({why})", fontsize=9)
     ax.axis("off")

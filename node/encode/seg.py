@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from ..anatomy import Structure
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity, declare_private_scheme, use_utf8
+from . import Device, OutputIdentity, declare_private_scheme, structure_colours, use_utf8
 
 SEG_SERIES_OFFSET = 0
 
@@ -46,8 +46,13 @@ def segment_numbers(label_map: LabelMap) -> dict[int, int]:
 
 
 def _segment_description(
-    number: int, structure: Structure, algorithm: Algorithm, identity: OutputIdentity
+    number: int,
+    structure: Structure,
+    algorithm: Algorithm,
+    identity: OutputIdentity,
+    colour: tuple[float, float, float],
 ) -> hd.seg.SegmentDescription:
+    """One segment: codes, laterality, algorithm, and the colour the PDF report uses."""
     description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=structure.name[:64],
@@ -57,6 +62,7 @@ def _segment_description(
         algorithm_identification=algorithm_identification(algorithm),
         tracking_uid=identity.uid("tracking", structure.key),
         tracking_id=structure.key,
+        display_color=hd.color.CIELabColor.from_rgb(*(255 * c for c in colour)),
     )
     if structure.laterality is not None:
         # highdicom has no argument for the modifier; PS3.3 C.8.20.2 puts it here.
@@ -101,8 +107,11 @@ def build_segmentation(
             coordinate_system="PATIENT",
             frame_of_reference_uid=str(volume.datasets[0].FrameOfReferenceUID),
         )
+    colours = structure_colours(label_map.structures)
     descriptions = [
-        _segment_description(number, label_map.structures[label], algorithm, identity)
+        _segment_description(
+            number, label_map.structures[label], algorithm, identity, colours[label]
+        )
         for label, number in numbers.items()
     ]
     segmentation = hd.seg.Segmentation(
