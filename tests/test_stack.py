@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 from matplotlib.image import imread
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from myonode.shared_data import shared_data_dir
 from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
@@ -252,17 +253,34 @@ def test_ohif_draws_the_segmentation_over_the_ct(stack, page):
     page.screenshot(path=SCREENSHOTS / "ohif-seg-overlay.png")
 
 
+def area_label(page, timeout_ms: float) -> str | None:
+    """The text of the first drawn measurement label starting "Area:" (SVG layer), if any."""
+    try:
+        handle = page.wait_for_function(
+            "() => [...document.querySelectorAll('svg text')].map(t => t.textContent)"
+            ".find(t => t.startsWith('Area:'))",
+            timeout=timeout_ms,
+        )
+    except PlaywrightTimeout:
+        return None
+    return handle.json_value()
+
+
 def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
     results = get_json(f"{stack['node']}/api/results?study_uid={stack['study_uid']}")
     areas = [f"Area: {r['value']:.2f} cm2" for r in results if r["quantity"] == "max_csa"]
     open_study(page, stack)
     page.get_by_text("SR", exact=True).dblclick()
-    label = page.wait_for_function(  # the measurement's label, drawn in the SVG layer
-        "() => [...document.querySelectorAll('svg text')].map(t => t.textContent)"
-        ".find(t => t.startsWith('Area:'))",
-        timeout=90000,
-    )
-    assert any(label.json_value().startswith(area) for area in areas), areas
+    label = area_label(page, timeout_ms=30000)
+    if label is None:
+        # Seen under heavy load: OHIF had loaded the measurements and shown the first one's
+        # image without drawing it. Step to the next measurement and back, as a reader
+        # would, which makes the viewport jump and draw again.
+        page.locator('[data-cy="viewport-action-arrows-right"]').click()
+        page.locator('[data-cy="viewport-action-arrows-left"]').click()
+        label = area_label(page, timeout_ms=60000)
+    assert label is not None, "OHIF drew no SR measurement"
+    assert any(label.startswith(area) for area in areas), (label, areas)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "ohif-sr.png")
 
