@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from .landmarks_ct import Spine
 from .morphology import disk, fill_muscle, grow_from, split_bulges, thin_part
+from .psoas import psoas_along_z
 
 SIDES = ("left", "right")
 
@@ -148,6 +149,98 @@ def _window(
     return slice(j0, j1), slice(i0, i1)
 
 
+@dataclass
+class _Window:
+    """One slice's part where the posterior groups can lie, with the masks cut to it."""
+
+    box: tuple[slice, slice]
+    frame: SliceFrame
+    tissue: np.ndarray  # erector muscle mask, clear of bone
+    deep: np.ndarray  # psoas and quadratus muscle mask, clear of bone
+    allowed: np.ndarray  # beneath the outer wall surface, not bone
+    depth: np.ndarray
+    under_sheet: np.ndarray
+
+
+def _erector(
+    w: _Window, side: str, floor: np.ndarray | None, spacing_ji: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Erector spinae + multifidus of one side (behind the pedicles and the posterior
+    elements, beside the spinous process, beneath the fascial sheet), and the other back
+    muscle bulges met on the way, behind the transverse processes where no organ lies."""
+    frame, r = w.frame, w.frame.radius
+    lateral = frame.toward(side)
+    region = (frame.forward <= -r - 5.0) & (lateral > 0) & (lateral <= 100.0)
+    if floor is not None:
+        region &= frame.forward <= floor_map(floor, lateral)
+    seeds = (
+        region
+        & (frame.forward <= -r)
+        & (frame.forward >= -r - 50.0)
+        & (lateral >= 8.0)
+        & (lateral <= 40.0)
+    )
+    grown = grow_from(w.tissue & region, seeds & w.tissue, 4.0, spacing_ji)
+    own = region & _erector_bulges(grown, lateral, w.depth, floor is not None, spacing_ji)
+    own &= frame.forward >= -r - 60.0
+    es = fill_muscle(split_bulges(grown, own, spacing_ji), w.allowed & region, spacing_ji)
+    es &= w.under_sheet
+    return es, grown & ~es & (frame.forward <= -r - 15.0)
+
+
+def _psoas(
+    w: _Window, side: str, erector: np.ndarray, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """Psoas of one side on one slice: beside the vertebral body, in front of the
+    transverse process; the diaphragmatic crura lie further forward, against the front
+    of the body (and are told apart along z, `psoas.psoas_along_z`)."""
+    frame, r = w.frame, w.frame.radius
+    lateral = frame.toward(side)
+    region = (
+        (frame.forward <= 2.0 * r)
+        & (frame.forward >= -r - 10.0)
+        & (lateral >= 0.6 * r)
+        & (lateral <= r + 60.0)
+        & ~erector
+    )
+    body_side = np.hypot(frame.forward, frame.lateral) <= r + 12.0
+    seeds = (
+        region
+        & body_side
+        & (frame.forward <= 0.2 * r)
+        & (frame.forward >= -0.8 * r)
+        & (lateral >= 0.9 * r)
+    )
+    ps = grow_from(w.deep & region, seeds & w.deep, 2.5, spacing_ji)
+    # A kidney or bowel loop joined to the psoas is a bulge of its own, centred far from
+    # the vertebral body.
+    ps = split_bulges(ps, (lateral <= r + 35.0) & (frame.forward <= 0.8 * r), spacing_ji)
+    return fill_muscle(ps, w.allowed & region, spacing_ji)
+
+
+def _quadratus(
+    w: _Window, side: str, erector: np.ndarray, psoas: np.ndarray, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """Quadratus lumborum of one side on one slice: lateral to the transverse process,
+    in front of the erector, touching it or the psoas."""
+    frame, r = w.frame, w.frame.radius
+    lateral = frame.toward(side)
+    region = (
+        (frame.forward <= 0.5 * r)
+        & (frame.forward >= -r - 40.0)
+        & (lateral >= r + 10.0)
+        & (lateral <= r + 100.0)
+        & ~erector
+        & ~psoas
+    )
+    touching = ndimage.binary_dilation(erector | psoas, disk(4.0, spacing_ji))
+    ql = grow_from(w.deep & region, touching & w.deep & region, 2.5, spacing_ji)
+    # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
+    near_back = ndimage.distance_transform_edt(~(erector | psoas), sampling=spacing_ji) <= 25.0
+    ql = split_bulges(ql, thin_part(ql, 12.0, spacing_ji) & near_back, spacing_ji)
+    return fill_muscle(ql, w.allowed & region, spacing_ji)
+
+
 def posterior_groups(
     muscle: np.ndarray,
     deep_muscle: np.ndarray,
@@ -170,6 +263,7 @@ def posterior_groups(
     subcutaneous fat, never muscle.
     Psoas and quadratus lumborum are only sought on `abdominal` slices (below the 12th
     rib): above it the diaphragmatic crura and intercostal muscles sit where they would.
+    The psoas is followed along z before the quadratus is placed beside it.
     `floor` (`posterior_floor`), where the modality shows the posterior vertebral elements,
     bounds the erector in front; the outer `sheet_mm` beneath the subcutaneous fat is the
     posterior layer of the thoracolumbar fascia with the aponeuroses on it, not erector.
@@ -182,85 +276,36 @@ def posterior_groups(
     }
     groups["other"] = np.zeros(shape, dtype=bool)
     spacing_ji = (float(spacing[1]), float(spacing[2]))
+    windows: dict[int, _Window] = {}
     for k in np.nonzero(spine.present)[0]:
         box = _window(shape[1:], spine, k, spacing)
-        origin = (box[0].start, box[1].start)
         beneath = np.nan_to_num(depth[k][box], nan=-1.0) >= 0.0
         bone_k = bone[k][box]
         clear = beneath & ~ndimage.binary_dilation(bone_k, disk(1.0, spacing_ji))
-        tissue = muscle[k][box] & clear
-        deep = deep_muscle[k][box] & clear
-        allowed = beneath & ~bone_k
-        frame = SliceFrame.at(bone_k.shape, spine, k, spacing, origin)
-        r = frame.radius
-        under_sheet = np.nan_to_num(depth[k][box], nan=-1.0) >= sheet_mm
+        w = windows[k] = _Window(
+            box=box,
+            frame=SliceFrame.at(bone_k.shape, spine, k, spacing, (box[0].start, box[1].start)),
+            tissue=muscle[k][box] & clear,
+            deep=deep_muscle[k][box] & clear,
+            allowed=beneath & ~bone_k,
+            depth=depth[k][box],
+            under_sheet=np.nan_to_num(depth[k][box], nan=-1.0) >= sheet_mm,
+        )
         for s, side in enumerate(SIDES):
-            lateral = frame.toward(side)
-            # Erector spinae + multifidus: behind the pedicles and the posterior elements,
-            # beside the spinous process, beneath the fascial sheet.
-            region = (frame.forward <= -r - 5.0) & (lateral > 0) & (lateral <= 100.0)
-            if floor is not None:
-                region &= frame.forward <= floor_map(floor[k, s], lateral)
-            seeds = (
-                region
-                & (frame.forward <= -r)
-                & (frame.forward >= -r - 50.0)
-                & (lateral >= 8.0)
-                & (lateral <= 40.0)
-            )
-            grown = grow_from(tissue & region, seeds & tissue, 4.0, spacing_ji)
-            own = region & _erector_bulges(
-                grown, lateral, depth[k][box], floor is not None, spacing_ji
-            )
-            own &= frame.forward >= -r - 60.0
-            es = fill_muscle(split_bulges(grown, own, spacing_ji), allowed & region, spacing_ji)
-            es &= under_sheet
+            es, other = _erector(w, side, None if floor is None else floor[k, s], spacing_ji)
             groups[f"erector_spinae_{side}"][k][box] = es
-            # The other bulges are back muscles too, behind the transverse processes where
-            # no organ lies.
-            groups["other"][k][box] |= grown & ~es & (frame.forward <= -r - 15.0)
-            if not abdominal[k]:
-                continue
-            # Psoas: beside the vertebral body, in front of the transverse process; the
-            # diaphragmatic crura lie further forward, against the front of the body.
-            region = (
-                (frame.forward <= 2.0 * r)
-                & (frame.forward >= -r - 10.0)
-                & (lateral >= 0.6 * r)
-                & (lateral <= r + 60.0)
-                & ~es
-            )
-            body_side = np.hypot(frame.forward, frame.lateral) <= r + 12.0
-            seeds = (
-                region
-                & body_side
-                & (frame.forward <= 0.2 * r)
-                & (frame.forward >= -0.8 * r)
-                & (lateral >= 0.9 * r)
-            )
-            ps = grow_from(deep & region, seeds & deep, 2.5, spacing_ji)
-            # A kidney or bowel loop joined to the psoas is a bulge of its own, centred
-            # far from the vertebral body.
-            ps = split_bulges(ps, (lateral <= r + 35.0) & (frame.forward <= 0.8 * r), spacing_ji)
-            ps = fill_muscle(ps, allowed & region, spacing_ji)
-            groups[f"psoas_{side}"][k][box] = ps
-            # Quadratus lumborum: lateral to the transverse process, in front of the erector.
-            region = (
-                (frame.forward <= 0.5 * r)
-                & (frame.forward >= -r - 40.0)
-                & (lateral >= r + 10.0)
-                & (lateral <= r + 100.0)
-                & ~es
-                & ~ps
-            )
-            touching = ndimage.binary_dilation(es | ps, disk(4.0, spacing_ji))
-            ql = grow_from(deep & region, touching & deep & region, 2.5, spacing_ji)
-            # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
-            near_back = ndimage.distance_transform_edt(~(es | ps), sampling=spacing_ji) <= 25.0
-            ql = split_bulges(ql, thin_part(ql, 12.0, spacing_ji) & near_back, spacing_ji)
-            groups[f"quadratus_lumborum_{side}"][k][box] = fill_muscle(
-                ql, allowed & region, spacing_ji
-            )
+            groups["other"][k][box] |= other
+            if abdominal[k]:
+                groups[f"psoas_{side}"][k][box] = _psoas(w, side, es, spacing_ji)
+    for side in SIDES:
+        groups[f"psoas_{side}"] = psoas_along_z(groups[f"psoas_{side}"], spacing)
+    for k, w in windows.items():
+        if not abdominal[k]:
+            continue
+        for side in SIDES:
+            es = groups[f"erector_spinae_{side}"][k][w.box]
+            ps = groups[f"psoas_{side}"][k][w.box]
+            groups[f"quadratus_lumborum_{side}"][k][w.box] = _quadratus(w, side, es, ps, spacing_ji)
     return groups
 
 
