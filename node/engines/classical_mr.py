@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from pydicom.sr.codedict import codes
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from ..anatomy import (
@@ -163,12 +164,33 @@ def lumbar_groups(
         np.ones(len(body), dtype=bool),
     )
     del masks["other"]  # bulges beside the paraspinals: not reported on MR
+    beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
     for side in SIDES:
-        paraspinal = masks.pop(f"erector_spinae_{side}")
+        # The hull must not take the quadratus or psoas lying against the compartment.
+        outside = ~masks[f"quadratus_lumborum_{side}"] & ~masks[f"psoas_{side}"]
+        paraspinal = compartment(
+            masks.pop(f"erector_spinae_{side}"), smooth < DEEP_MUSCLE_BELOW, beneath & outside
+        )
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
             paraspinal, smooth, spine, spacing, side
         )
     return masks
+
+
+def compartment(paraspinal: np.ndarray, dark: np.ndarray, beneath: np.ndarray) -> np.ndarray:
+    """The paraspinal muscles of one side as their compartment: the convex hull, per
+    slice, of their dark (fat-free) part, beneath the subcutaneous fat.
+
+    Erector spinae and multifidus fill the osteofascial compartment between the vertebral
+    arch and the thoracolumbar fascia, which is convex in section. Their fatty
+    infiltration (streaks, and whole fatty regions deep in the lower lumbar multifidus)
+    lies inside it and belongs to the muscle, as in the references and in fat-infiltration
+    grading; the dark part alone would leave it out."""
+    out = np.zeros_like(paraspinal)
+    for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+        core = paraspinal[k] & dark[k]
+        out[k] = (convex_hull_image(core) if core.any() else paraspinal[k]) & beneath[k]
+    return out
 
 
 def vertebral_bodies(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) -> np.ndarray:

@@ -125,15 +125,16 @@ def _erector_bulges(
 
     Beside the spine every bulge is erector or multifidus. Further out, the iliocostalis
     is thick and lies under other muscle, while latissimus dorsi and serratus posterior
-    are sheets just under the fat. When the posterior elements bound the erector in front
-    (`bounded`), the quadratus lumborum cannot pass for a thick lateral bulge and the
-    iliocostalis is followed as far as it goes; otherwise only up to 75 mm out.
+    are sheets just under the fat, and the quadratus lumborum is flat. When the posterior
+    elements bound the erector in front (`bounded`), the quadratus lumborum cannot pass
+    for a thick lateral bulge and the iliocostalis is followed as far as it goes;
+    otherwise only up to 75 mm out.
     """
     depth = np.nan_to_num(depth, nan=0.0)
+    thick = ndimage.distance_transform_edt(grown, sampling=spacing_ji) >= 8.0
     if bounded:
-        thick = ndimage.distance_transform_edt(grown, sampling=spacing_ji) >= 8.0
         return (lateral <= 55.0) | ((depth >= 10.0) & thick)
-    return (lateral <= 55.0) | ((depth >= 15.0) & (lateral <= 75.0))
+    return (lateral <= 55.0) | ((depth >= 15.0) & (lateral <= 75.0) & thick)
 
 
 def _window(
