@@ -27,10 +27,10 @@ def oval_section(mask: np.ndarray, spacing_ji: tuple[float, float]) -> np.ndarra
 
 
 def follow_upward(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The psoas of every slice kept within the psoas of the slices below (up to 8 mm,
-    so one slice that found too little does not cut off the rest), dilated by how far
-    its border moves between slices. A section mostly inside is kept whole, one mostly
-    outside only where it overlaps; above the slice where it ends nothing is psoas."""
+    """The psoas of every slice kept within the psoas of the slices below, dilated by how
+    far its border moves between slices. The slices up to 8 mm below count together, so
+    one slice that found too little does not cut off the rest; above the slice where the
+    psoas ends nothing is psoas."""
     sj, si = float(spacing[1]), float(spacing[2])
     margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
     element = disk(margin, (sj, si))
@@ -43,7 +43,7 @@ def follow_upward(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     out[start] = mask[start]
     for k in range(start + 1, mask.shape[0]):
         below = out[max(start, k - reach) : k].any(axis=0)
-        if not out[k - 1].any():
+        if not below.any():
             break
         out[k] = mask[k] & ndimage.binary_dilation(below, element)
     return out
