@@ -113,8 +113,9 @@ MUSCLE_DENSITY_TISSUE = Structure(
     property_type=MUSCLE_DENSITY_TISSUE_CODE,
     muscle=False,
 )
-# Skeletal muscle outside every named group (latissimus, intercostals, arms, ...): total
-# skeletal muscle is the union of the named groups and this remainder.
+# Skeletal muscle outside every named group (latissimus, intercostals, arms, ...; on CT
+# also the partial-volume border of the named groups): total skeletal muscle is the
+# union of the named groups and this remainder.
 OTHER_SKELETAL_MUSCLE = Structure(
     "other_skeletal_muscle", "Other skeletal muscle", TISSUE, SKELETAL_MUSCLE
 )

@@ -32,8 +32,8 @@ from ..volume import Volume
 from . import Algorithm, LabelMap, register
 from .body_wall import wall_band
 from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
-from .morphology import disk, largest_component, smooth_in_plane
-from .muscle_groups_ct import gluteal_groups, muscle_range
+from .morphology import disk, largest_component, slice_disk, smooth_in_plane
+from .muscle_groups_ct import gluteal_groups, muscle_range, partial_volume_rim
 from .orientation import Canonical, OrientationError, canonical
 from .trunk_muscles import cut_sides, posterior_floor, posterior_groups, wall_groups
 
@@ -113,8 +113,8 @@ def segment_canonical(
     fat = (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
     # Septa in the subcutaneous fat are thinner than the opening in wall_band.
     band, depth = wall_band(smooth > FAT_HU[1], landmarks.body, fat, spacing)
-    low, high = muscle_range(smooth, depth, landmarks.spine, spacing)
-    muscle = (smooth >= low) & (smooth <= high) & ~landmarks.bone
+    attenuation = muscle_range(smooth, depth, landmarks.spine, spacing)
+    muscle = (smooth >= attenuation.low) & (smooth <= attenuation.high) & ~landmarks.bone
     below_ribs = np.ones(hu.shape[0], dtype=bool)
     lower_limit = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
     if lower_limit is not None:
@@ -143,6 +143,11 @@ def segment_canonical(
     labels = np.zeros(hu.shape, dtype=np.uint8)
     for value, (key, _structure) in enumerate(_GROUPS, start=1):
         labels[masks[key] & (labels == 0)] = value
+    # The groups keep their cores; their partial-volume border counts as other skeletal
+    # muscle, so the total is measured as the standard muscle area is.
+    beneath_skin = ndimage.binary_erosion(landmarks.body, slice_disk(3.0, spacing))
+    rim = partial_volume_rim(labels > 0, smooth, attenuation.level, beneath_skin & ~landmarks.bone)
+    labels[rim] = len(_GROUPS)
     if not landmarks.spine.present.any():
         notes.append("Without the vertebral column only the body wall was segmented.")
     for side in ("left", "right"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
@@ -10,13 +12,22 @@ from .morphology import disk, split_bulges
 from .trunk_muscles import SIDES, SliceFrame
 
 
+class MuscleRange(NamedTuple):
+    """This patient's muscle attenuation (HU): the bounds of muscle and its typical level."""
+
+    low: float
+    level: float
+    high: float
+
+
 def muscle_range(
     hu: np.ndarray, depth: np.ndarray, spine: Spine, spacing: np.ndarray
-) -> tuple[float, float]:
+) -> MuscleRange:
     """This patient's muscle attenuation, measured where muscle is certain: the paraspinal
     gutter right behind the laminae. Organs take contrast, muscle much less, so the upper
     bound separates enhanced liver, spleen and kidney from muscle; it never leaves the
-    seed 000 range."""
+    seed 000 range. Without enough of the gutter in view, the seed 000 range and the
+    middle of normal muscle attenuation (40 HU) stand in."""
     samples = []
     for k in np.nonzero(spine.present)[0]:
         frame = SliceFrame.at(hu.shape[1:], spine, k, spacing)
@@ -32,11 +43,28 @@ def muscle_range(
         samples.append(values[(values >= MUSCLE_HU[0]) & (values <= MUSCLE_HU[1])])
     values = np.concatenate(samples) if samples else np.empty(0)
     if len(values) < 50:
-        return MUSCLE_HU
+        return MuscleRange(MUSCLE_HU[0], 40.0, MUSCLE_HU[1])
     # The lower half mixes in intramuscular fat; the upper half is muscle and noise.
     q50, q75 = np.percentile(values, [50, 75])
     spread = (q75 - q50) / 0.674
-    return MUSCLE_HU[0], float(min(MUSCLE_HU[1], q50 + max(2.0 * spread, 30.0)))
+    high = float(min(MUSCLE_HU[1], q50 + max(2.0 * spread, 30.0)))
+    return MuscleRange(MUSCLE_HU[0], float(q50), high)
+
+
+def partial_volume_rim(
+    labelled: np.ndarray, hu: np.ndarray, level: float, inside: np.ndarray
+) -> np.ndarray:
+    """Unlabelled voxels touching labelled muscle within their slice whose attenuation
+    lies between the seed 000 lower bound (-29 HU) and this patient's muscle `level`.
+
+    They are the muscles' border voxels, more muscle than fat, which the growth leaves out
+    (it stops at -15 or 0 HU so as not to run through thin fat planes); the standard
+    single-slice muscle area counts them (-29 HU and up inside the muscle outline). A
+    touching voxel above the muscle level is muscle or an organ, and is not added.
+    `inside` is where muscle can be (beneath the skin, not bone)."""
+    cross = ndimage.generate_binary_structure(2, 1)[np.newaxis]
+    touching = ndimage.binary_dilation(labelled, cross) & ~labelled
+    return touching & inside & (hu >= MUSCLE_HU[0]) & (hu < level)
 
 
 def gluteal_groups(
