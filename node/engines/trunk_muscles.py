@@ -119,22 +119,24 @@ def _erector_bulges(
     lateral: np.ndarray,
     depth: np.ndarray,
     bounded: bool,
+    behind: np.ndarray,
     spacing_ji: tuple[float, float],
 ) -> np.ndarray:
     """Where the top of a bulge of back muscle makes it part of the erector spinae.
 
     Beside the spine every bulge is erector or multifidus. Further out, the iliocostalis
     is thick and lies under other muscle, while latissimus dorsi and serratus posterior
-    are sheets just under the fat, and the quadratus lumborum is flat. When the posterior
-    elements bound the erector in front (`bounded`), the quadratus lumborum cannot pass
-    for a thick lateral bulge and the iliocostalis is followed as far as it goes;
-    otherwise only up to 75 mm out.
+    are sheets just under the fat. When the posterior elements bound the erector in front
+    (`bounded`), the quadratus lumborum cannot pass for a thick lateral bulge and the
+    iliocostalis is followed as far as it goes; otherwise only up to 75 mm out, and only
+    `behind` the plane of the transverse processes: the quadratus lumborum lies in that
+    plane lateral to their tips, flat against the front of the erector.
     """
     depth = np.nan_to_num(depth, nan=0.0)
     thick = ndimage.distance_transform_edt(grown, sampling=spacing_ji) >= 8.0
     if bounded:
         return (lateral <= 55.0) | ((depth >= 10.0) & thick)
-    return (lateral <= 55.0) | ((depth >= 15.0) & (lateral <= 75.0) & thick)
+    return (lateral <= 55.0) | ((depth >= 15.0) & (lateral <= 75.0) & thick & behind)
 
 
 def _window(
@@ -182,7 +184,9 @@ def _erector(
         & (lateral <= 40.0)
     )
     grown = grow_from(w.tissue & region, seeds & w.tissue, 4.0, spacing_ji)
-    own = region & _erector_bulges(grown, lateral, w.depth, floor is not None, spacing_ji)
+    # The transverse processes lie about 20 mm behind the back of the vertebral body.
+    behind = frame.forward <= -r - 20.0
+    own = region & _erector_bulges(grown, lateral, w.depth, floor is not None, behind, spacing_ji)
     own &= frame.forward >= -r - 60.0
     es = fill_muscle(split_bulges(grown, own, spacing_ji), w.allowed & region, spacing_ji)
     es &= w.under_sheet
