@@ -197,13 +197,15 @@ def _psoas(
     w: _Window, side: str, erector: np.ndarray, spacing_ji: tuple[float, float]
 ) -> np.ndarray:
     """Psoas of one side on one slice: beside the vertebral body, in front of the
-    transverse process; the diaphragmatic crura lie further forward, against the front
-    of the body (and are told apart along z, `psoas.psoas_along_z`)."""
+    transverse process (whose front lies about 5 mm behind the back of the body; behind
+    it, lateral to the process, is the quadratus lumborum); the diaphragmatic crura lie
+    further forward, against the front of the body (and are told apart along z,
+    `psoas.psoas_along_z`)."""
     frame, r = w.frame, w.frame.radius
     lateral = frame.toward(side)
     region = (
         (frame.forward <= 2.0 * r)
-        & (frame.forward >= -r - 10.0)
+        & (frame.forward >= -r - 5.0)
         & (lateral >= 0.6 * r)
         & (lateral <= r + 60.0)
         & ~erector
