@@ -120,6 +120,98 @@ OTHER_SKELETAL_MUSCLE = Structure(
     "other_skeletal_muscle", "Other skeletal muscle", TISSUE, SKELETAL_MUSCLE
 )
 
+
+# Seed 002 (Kim et al.): the 27 pelvic-thigh structures its UNETR segments, unsided, in the
+# paper's order. Codes.md verifies only the gluteal, iliopsoas and rectus abdominis concepts;
+# every other one is private rather than guessed.
+def _unsided(key: str, name: str, concept: Code, muscle: bool = True) -> Structure:
+    return Structure(key, name, ANATOMICAL_STRUCTURE, concept, muscle=muscle)
+
+
+SEED002_STRUCTURES: tuple[Structure, ...] = (
+    _unsided("sartorius", "Sartorius", private_code("SARTORIUS", "Sartorius muscle")),
+    _unsided("rectus_femoris", "Rectus femoris", private_code("RECTFEM", "Rectus femoris muscle")),
+    _unsided(
+        "vastus_lateralis", "Vastus lateralis", private_code("VASTLAT", "Vastus lateralis muscle")
+    ),
+    _unsided(
+        "vastus_medialis", "Vastus medialis", private_code("VASTMED", "Vastus medialis muscle")
+    ),
+    _unsided(
+        "vastus_intermedius",
+        "Vastus intermedius",
+        private_code("VASTINT", "Vastus intermedius muscle"),
+    ),
+    _unsided("gluteus_maximus", "Gluteus maximus", GLUTEUS_MAXIMUS),
+    _unsided("gluteus_medius", "Gluteus medius", GLUTEUS_MEDIUS),
+    _unsided("gluteus_minimus", "Gluteus minimus", GLUTEUS_MINIMUS),
+    _unsided("piriformis", "Piriformis", private_code("PIRIFORMIS", "Piriformis muscle")),
+    _unsided(
+        "obturator_internus",
+        "Obturator internus",
+        private_code("OBTINT", "Obturator internus muscle"),
+    ),
+    _unsided(
+        "obturator_externus",
+        "Obturator externus",
+        private_code("OBTEXT", "Obturator externus muscle"),
+    ),
+    _unsided("pectineus", "Pectineus", private_code("PECTINEUS", "Pectineus muscle")),
+    _unsided(
+        "tensor_fasciae_latae",
+        "Tensor fasciae latae",
+        private_code("TFL", "Tensor fasciae latae muscle"),
+    ),
+    _unsided(
+        "adductor_magnus", "Adductor magnus", private_code("ADDMAG", "Adductor magnus muscle")
+    ),
+    _unsided(
+        "adductor_longus", "Adductor longus", private_code("ADDLONG", "Adductor longus muscle")
+    ),
+    _unsided(
+        "adductor_brevis", "Adductor brevis", private_code("ADDBREV", "Adductor brevis muscle")
+    ),
+    _unsided("gracilis", "Gracilis", private_code("GRACILIS", "Gracilis muscle")),
+    _unsided(
+        "quadratus_femoris",
+        "Quadratus femoris",
+        private_code("QUADFEM", "Quadratus femoris muscle"),
+    ),
+    _unsided(
+        "semimembranosus",
+        "Semimembranosus",
+        private_code("SEMIMEMB", "Semimembranosus muscle"),
+    ),
+    _unsided("semitendinosus", "Semitendinosus", private_code("SEMITEND", "Semitendinosus muscle")),
+    _unsided(
+        "biceps_femoris", "Biceps femoris", private_code("BICEPSFEM", "Biceps femoris muscle")
+    ),
+    _unsided("multifidus", "Multifidus", MULTIFIDUS),
+    _unsided("iliopsoas", "Iliopsoas", ILIOPSOAS),
+    _unsided(
+        "abdominal_oblique",
+        "Abdominal oblique",
+        private_code("ABDOBLIQUE", "Abdominal oblique muscles"),
+    ),
+    _unsided("rectus_abdominis", "Rectus abdominis", RECTUS_ABDOMINIS),
+    _unsided("iliac_bone", "Iliac bone", private_code("ILIUM", "Iliac bone"), muscle=False),
+    _unsided("femur", "Femur", private_code("FEMUR", "Femur"), muscle=False),
+)
+
+# TotalSegmentator's abdominal_muscles task (external/internal oblique and transversospinalis
+# codes are the Slicer/TotalSegmentator maps' ones, codes.md).
+EXTERNAL_OBLIQUE = _sided(
+    "external_oblique", "external oblique", Code("44530005", "SCT", "External oblique muscle")
+)
+INTERNAL_OBLIQUE = _sided(
+    "internal_oblique", "internal oblique", Code("33147005", "SCT", "Internal oblique muscle")
+)
+TRANSVERSOSPINALIS = _sided(
+    "transversospinalis",
+    "transversospinalis",
+    Code("49975005", "SCT", "Transversospinalis muscle"),
+)
+
 STRUCTURES: dict[str, Structure] = {
     s.key: s
     for s in (
@@ -136,6 +228,10 @@ STRUCTURES: dict[str, Structure] = {
         TOTAL_SKELETAL_MUSCLE,
         MUSCLE_DENSITY_TISSUE,
         OTHER_SKELETAL_MUSCLE,
+        *SEED002_STRUCTURES,
+        *EXTERNAL_OBLIQUE,
+        *INTERNAL_OBLIQUE,
+        *TRANSVERSOSPINALIS,
     )
 }
 
