@@ -208,3 +208,18 @@ def load_nifti(path: Path) -> Volume:
         spacing=np.asarray(image.GetSpacing(), dtype=float),
     )
     return Volume(array=array, geometry=geometry)
+
+
+def save_nifti(array: np.ndarray, geometry: Geometry, path: Path) -> None:
+    """Write an array [k, j, i] on `geometry` as NIfTI; `load_nifti` reads it back exactly.
+
+    NIfTI stores RAS; SimpleITK converts from the LPS geometry, so the file's affine is
+    `geometry.ras_affine()`.
+    """
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(tuple(float(v) for v in geometry.origin))
+    image.SetSpacing(tuple(float(v) for v in geometry.spacing))
+    image.SetDirection(tuple(float(v) for v in geometry.directions.ravel()))
+    sitk.WriteImage(image, str(path), useCompression=True)

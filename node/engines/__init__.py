@@ -43,13 +43,16 @@ class LabelMap:
     `landmarks` carries what the engine found about the anatomy, for measurement: slice
     indices (k) such as ``l3_slice``, ``region_top_slice``/``region_bottom_slice`` (the
     measured region, inclusive) and anything else an engine documents. `notes` are
-    sentences for the report (limits, partial field of view, ...).
+    sentences for the report (limits, partial field of view, ...). `confidence` maps a label
+    to the model's mean probability for that label over the voxels it was given (0..1);
+    engines without probabilities leave it empty.
     """
 
     labels: np.ndarray
     structures: dict[int, Structure]
     notes: list[str] = field(default_factory=list)
     landmarks: dict[str, int | float] = field(default_factory=dict)
+    confidence: dict[int, float] = field(default_factory=dict)
 
 
 class SegmentationEngine(Protocol):
@@ -58,20 +61,41 @@ class SegmentationEngine(Protocol):
     def segment(self, volume: Volume) -> LabelMap: ...
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A regressed quantity as a Gaussian: mean `mu` and standard deviation `sigma` (seed 004)."""
+
+    mu: float
+    sigma: float
+    unit: str
+
+
+class RegressionEngine(Protocol):
+    """Image -> Gaussian estimates per target (e.g. ALM, handgrip, chair-rise time)."""
+
+    algorithm: Algorithm
+    targets: tuple[str, ...]
+
+    def estimate(self, image: np.ndarray) -> dict[str, Estimate]: ...
+
+
+Engine = SegmentationEngine | RegressionEngine
+
+
 class EngineError(ValueError):
     """An engine specification cannot be resolved (unknown name, missing bundle, ...)."""
 
 
 # name -> factory(argument). A spec is "name" or "name:argument", e.g. "threshold",
 # "bundle:/srv/bundles/ct_muscle". Modules register their engines at import.
-_FACTORIES: dict[str, Callable[[str | None], SegmentationEngine]] = {}
+_FACTORIES: dict[str, Callable[[str | None], Engine]] = {}
 
 
-def register(name: str, factory: Callable[[str | None], SegmentationEngine]) -> None:
+def register(name: str, factory: Callable[[str | None], Engine]) -> None:
     _FACTORIES[name] = factory
 
 
-def create(spec: str) -> SegmentationEngine:
+def create(spec: str) -> Engine:
     """Build the engine an engine spec names."""
     name, _, argument = spec.partition(":")
     _load_builtin_engines()
@@ -82,4 +106,10 @@ def create(spec: str) -> SegmentationEngine:
 
 
 def _load_builtin_engines() -> None:
-    from . import classical_ct, classical_mr, threshold  # noqa: F401  (register themselves)
+    from . import (  # noqa: F401  (they register themselves)
+        bundle,
+        classical_ct,
+        classical_mr,
+        threshold,
+        totalsegmentator,
+    )

@@ -1,0 +1,87 @@
+"""MONAI-bundle engines: ``bundle:/path/to/bundle``.
+
+A segmentation bundle becomes a `SegmentationEngine` (Volume -> LabelMap with per-label
+confidence); a regression bundle (seed 004) becomes a `RegressionEngine` (`CxrModel`). The
+weights are checksum-verified and loaded when the engine is created, and the engine is kept
+by the `Runner`, so a worker loads each model once. Torch and MONAI are imported only when a
+bundle engine is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydicom.sr.codedict import codes
+
+from ..volume import Volume
+from . import Algorithm, EngineError, LabelMap, register
+
+
+class BundleEngine:
+    """A segmentation bundle behind the `SegmentationEngine` interface.
+
+    The label map names only the structures the model found; the others are listed in a
+    note (a structure the model missed is not a measured zero volume).
+    """
+
+    def __init__(self, bundle, device: str | None = None) -> None:
+        from myonode.models.runtime import SegmentationModel
+
+        self.bundle = bundle
+        self.model = SegmentationModel(bundle, device)
+        manifest = self.bundle.manifest
+        self.structures = self.bundle.structures()
+        self.algorithm = Algorithm(
+            name=manifest.name,
+            version=manifest.version,
+            family=codes.cid7162.ArtificialIntelligence,
+            kind="deep learning",
+            intended_use=manifest.intended_use,
+            parameters={
+                "architecture": manifest.architecture.name[:64],
+                "weights_sha256": manifest.weights[0].sha256[:16],
+                "device": str(self.model.device),
+            },
+        )
+
+    def segment(self, volume: Volume) -> LabelMap:
+        prediction = self.model.predict(volume)
+        manifest = self.bundle.manifest
+        notes = []
+        if manifest.intended_use == "demo":
+            notes.append(
+                f"Model {manifest.name} {manifest.version} is a demo bundle trained on "
+                "generated phantoms; its labels are not measurements of real anatomy."
+            )
+        present = {
+            label: s for label, s in self.structures.items() if label in prediction.confidence
+        }
+        absent = [s.name for label, s in self.structures.items() if label not in present]
+        if absent:
+            notes.append("Not found by the model: " + ", ".join(absent) + ".")
+        return LabelMap(
+            labels=prediction.labels,
+            structures=present,
+            notes=notes,
+            confidence=prediction.confidence,
+        )
+
+
+def create_bundle_engine(argument: str | None):
+    """`bundle:PATH` -> the engine its manifest's task calls for."""
+    if not argument:
+        raise EngineError("the bundle engine needs a path: bundle:/path/to/bundle")
+    from myonode.models.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(Path(argument))
+        if bundle.manifest.task == "regression":
+            from myonode.models.cxr import CxrModel
+
+            return CxrModel(bundle)
+        return BundleEngine(bundle)
+    except BundleError as exc:
+        raise EngineError(str(exc)) from exc
+
+
+register("bundle", create_bundle_engine)
