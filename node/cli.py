@@ -399,12 +399,129 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from myonode.models.bundle import BundleError
+    from myonode.models.data import DataError
+    from myonode.models.training import TrainOptions, train
+
+    options = TrainOptions(
+        epochs=args.epochs,
+        resume=args.resume,
+        finetune=args.finetune,
+        device=args.device,
+        intended_use=args.intended_use,
+        progress=True,
+        seed=args.seed,
+        command=" ".join(["myonode", *sys.argv[1:]]),
+    )
+    try:
+        result = train(args.bundle, args.data, args.out, options)
+    except (BundleError, DataError) as exc:
+        err.print(f"[red]cannot train[/]: {escape(str(exc))}")
+        return 1
+    manifest = result.bundle.manifest
+    console.print(
+        f"trained {manifest.name} {manifest.version} for {result.epochs} epochs "
+        f"(intended use: {manifest.intended_use}); weights in {result.bundle.root / 'models'}"
+    )
+    for name, value in result.validation.items():
+        console.print(f"  validation {name}: {value:.4f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from myonode.models.bundle import BundleError, load_bundle
+    from myonode.models.data import DataError
+    from myonode.models.evaluate import evaluate_bundle
+
+    out = args.out or args.bundle / "evaluation"
+    try:
+        bundle = load_bundle(args.bundle)
+        report = evaluate_bundle(bundle, args.data, out, args.device)
+    except (BundleError, DataError) as exc:
+        err.print(f"[red]cannot evaluate[/]: {escape(str(exc))}")
+        return 1
+    table = Table(
+        title=f"{report['bundle']} {report['version']} on {report['cases']} cases "
+        f"(intended use: {report['intended_use']})"
+    )
+    if "labels" in report:
+        for column in ("structure", "cases", "Dice", "volume error cm³", "error %", "LoA cm³"):
+            table.add_column(column, justify="left" if column == "structure" else "right")
+        for row in report["labels"]:
+            percent = row["volume_error_percent_mean"]
+            low, high = row["limits_of_agreement_cm3"]
+            table.add_row(
+                row["structure"],
+                str(row["cases"]),
+                f"{row['dice_mean']:.3f} ± {row['dice_sd']:.3f}",
+                f"{row['volume_error_cm3_mean']:+.2f}",
+                "" if percent is None else f"{percent:+.1f}",
+                f"{low:+.2f} … {high:+.2f}",
+            )
+    else:
+        for column in ("target", "unit", "CCC", "MAE", "bias", "mean σ"):
+            table.add_column(column)
+        for name, row in report["targets"].items():
+            table.add_row(
+                name,
+                row["unit"],
+                *(f"{row[k]:.3f}" for k in ("ccc", "mae", "bias", "sigma_mean")),
+            )
+    console.print(table)
+    if "sarcopenia" in report:
+        console.print(f"sarcopenia probability: {report['sarcopenia']}")
+    console.print(
+        f"report: {out / 'evaluation.json'}; Bland–Altman plot: {out / 'bland_altman.png'}"
+    )
+    return 0
+
+
+def cmd_bundle_init(args: argparse.Namespace) -> int:
+    from myonode.models.bundle import write_bundle
+    from myonode.models.templates import TEMPLATES
+
+    if (args.out / "configs").exists():
+        err.print(f"{args.out} already holds a bundle")
+        return 1
+    template = TEMPLATES[args.template](args.demo)
+    bundle = write_bundle(
+        args.out, template.manifest, template.inference, template.train, template.readme
+    )
+    console.print(
+        f"wrote {bundle.manifest.name} (no weights yet) to {args.out}; "
+        f"train it with: myonode train {args.out} --data DIR"
+    )
+    return 0
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from myonode.models.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(args.bundle)
+        weights = bundle.verified_weights()
+    except BundleError as exc:
+        err.print(f"[red]bundle refused[/]: {escape(str(exc))}")
+        return 1
+    manifest = bundle.manifest
+    console.print(
+        f"{manifest.name} {manifest.version}: {manifest.task}, {manifest.modality}, "
+        f"intended use {manifest.intended_use}; {len(weights)} weights file(s) match their sha256"
+    )
+    if manifest.validation:
+        console.print(f"validation ({manifest.validation.data}): {manifest.validation.metrics}")
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(dump_settings(_settings(args)), end="")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from myonode.models.templates import TEMPLATES  # configs only: no torch at start-up
+
     parser = argparse.ArgumentParser(prog="myonode", description=__doc__)
     parser.add_argument("--version", action="version", version=f"myonode {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -459,6 +576,36 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("study", help="a folder or file of DICOM, or a Study Instance UID")
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(func=cmd_explain)
+
+    train = sub.add_parser("train", help="train a model bundle (MONAI) on labelled data")
+    train.add_argument("bundle", type=Path, help="bundle folder (a template or a trained one)")
+    train.add_argument("--data", type=Path, required=True, help="case folders, see README")
+    train.add_argument("--out", type=Path, help="write a new bundle here (default: in place)")
+    train.add_argument("--epochs", type=int, help="run only the first N epochs of the recipe")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    train.add_argument("--finetune", action="store_true", help="start from the bundle's weights")
+    train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    train.add_argument("--intended-use", choices=["demo", "research"], default="research")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="Dice, volume error and Bland–Altman of a bundle")
+    evaluate.add_argument("bundle", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, help="report folder (default: BUNDLE/evaluation)")
+    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bundle = sub.add_parser("bundle", help="model bundles")
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True)
+    init = bundle_sub.add_parser("init", help="write a seed-architecture bundle without weights")
+    init.add_argument("template", choices=sorted(TEMPLATES))
+    init.add_argument("out", type=Path)
+    init.add_argument("--demo", action="store_true", help="the tiny CPU-sized variant")
+    init.set_defaults(func=cmd_bundle_init)
+    verify = bundle_sub.add_parser("verify", help="check a bundle's manifest and checksums")
+    verify.add_argument("bundle", type=Path)
+    verify.set_defaults(func=cmd_bundle_verify)
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
