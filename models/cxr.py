@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.data import DataLoader
+from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
 from pydicom.dataset import Dataset
@@ -47,7 +50,7 @@ from .bundle import (
 )
 from .preprocess import radiograph
 from .runtime import autocast, build_network, load_state, resolve_device
-from .training import TrainOptions, TrainResult, prepare_output
+from .training import TrainOptions, TrainResult, prepare_output, progress_bars
 
 ENSEMBLES = "models/ensembles.pt"
 FOREST = "models/sarcopenia_rf.pkl"
@@ -262,6 +265,7 @@ def _fit_member(
     device: torch.device,
     seed: int,
     epochs: int,
+    on_epoch: Callable[[float], None] = lambda _loss: None,
 ) -> tuple[dict[str, torch.Tensor], float]:
     """One ensemble member: Gaussian NLL, Adam + cosine annealing, early stopping."""
     torch.manual_seed(seed)
@@ -271,21 +275,26 @@ def _fit_member(
     loss_fn = torch.nn.GaussianNLLLoss()
     batch = int(config.get("batch_size", 32))
     patience = int(config.get("patience", 15))
-    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        MonaiDataset(
+            [{"image": x, "target": y} for x, y in zip(images, values, strict=True)], transform
+        ),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=int(config.get("num_workers", 0)),
+        generator=torch.Generator().manual_seed(seed),
+    )
     best, best_loss, waited = None, float("inf"), 0
     amp = device.type == "cuda" and bool(config.get("amp", True))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     for _ in range(epochs):
         network.train()
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(order), batch):
-            index = order[start : start + batch]
-            x = torch.stack([transform({"image": images[n]})["image"] for n in index])
+        for item in loader:
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
-                out = network(x.to(device))
+                out = network(item["image"].to(device))
             out = out.float()
-            loss = loss_fn(out[:, 0], values[index].to(device), out[:, 1] ** 2)
+            loss = loss_fn(out[:, 0], item["target"].to(device), out[:, 1] ** 2)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -294,6 +303,7 @@ def _fit_member(
         with torch.inference_mode():
             out = network(val_images.to(device)).float()
             val_loss = float(loss_fn(out[:, 0], val_values.to(device), out[:, 1] ** 2))
+        on_epoch(val_loss)
         if val_loss < best_loss:
             best_loss, waited = val_loss, 0
             best = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -371,24 +381,37 @@ def train_cxr(
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         ensembles, best_losses = state["ensembles"], list(state["losses"])
     target_specs = {}
-    for target in targets:
-        raw = np.array([c.targets[target] for c in train_cases])
-        mean, std = float(raw.mean()), float(raw.std()) or 1.0
-        target_specs[target] = bundle.manifest.targets[target].model_copy(
-            update={"mean": mean, "std": std}
+    with progress_bars(options.progress) as progress:
+        done = sum(len(v) for v in ensembles.values())
+        members_task = progress.add_task(
+            "ensemble members", total=len(targets) * members, completed=done, status=""
         )
-        values = torch.tensor((raw - mean) / std, dtype=torch.float32)
-        val_raw = np.array([c.targets[target] for c in val_cases])
-        val_values = torch.tensor((val_raw - mean) / std, dtype=torch.float32)
-        for member in range(len(ensembles[target]), members):
-            state, loss = _fit_member(
-                bundle, images, values, val_images, val_values, config, transform, device,
-                seed=options.seed + 1000 * targets.index(target) + member, epochs=epochs,
-            )  # fmt: skip
-            ensembles[target].append(state)
-            best_losses.append(loss)
-            checkpoint.parent.mkdir(exist_ok=True)
-            torch.save({"ensembles": ensembles, "losses": best_losses}, checkpoint)
+        epochs_task = progress.add_task("epochs", total=epochs, status="")
+        for target in targets:
+            raw = np.array([c.targets[target] for c in train_cases])
+            mean, std = float(raw.mean()), float(raw.std()) or 1.0
+            target_specs[target] = bundle.manifest.targets[target].model_copy(
+                update={"mean": mean, "std": std}
+            )
+            values = torch.tensor((raw - mean) / std, dtype=torch.float32)
+            val_raw = np.array([c.targets[target] for c in val_cases])
+            val_values = torch.tensor((val_raw - mean) / std, dtype=torch.float32)
+            for member in range(len(ensembles[target]), members):
+                progress.reset(epochs_task, total=epochs, description=f"{target} #{member + 1}")
+
+                def on_epoch(loss: float) -> None:
+                    progress.update(epochs_task, advance=1, status=f"val NLL {loss:.3f}")
+
+                state, loss = _fit_member(
+                    bundle, images, values, val_images, val_values, config, transform, device,
+                    seed=options.seed + 1000 * targets.index(target) + member, epochs=epochs,
+                    on_epoch=on_epoch,
+                )  # fmt: skip
+                ensembles[target].append(state)
+                best_losses.append(loss)
+                checkpoint.parent.mkdir(exist_ok=True)
+                torch.save({"ensembles": ensembles, "losses": best_losses}, checkpoint)
+                progress.update(members_task, advance=1)
     torch.save(ensembles, root / ENSEMBLES)
     manifest = bundle.manifest.model_copy(update={"targets": target_specs})
     manifest = record_weights(root, manifest, {ENSEMBLES: "torch"})

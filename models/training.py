@@ -3,9 +3,10 @@
 The recipe is MONAI config: `loss`, `optimizer` (a callable taking the parameters),
 `augmentation` (MONAI dictionary transforms, e.g. seed 000's zoom and rotation with p = 0.8,
 seed 002's positive/negative patch sampling), `lr_stages` ([[epochs, lr], ...], e.g. seed 000's
-100 epochs at 1e-4, 1e-5 and 1e-6), `batch_size`, `val_fraction` and `amp`. Cases go through
-exactly the preprocessing inference uses (canonical orientation, spacing, normalisation,
-left/right mirroring for seed 001), so what is learned is what runs.
+100 epochs at 1e-4, 1e-5 and 1e-6), `batch_size`, `val_fraction`, `amp`, `num_workers`
+(data-loading processes) and `weights_dtype` (``float16`` ships half-size weights). Cases go
+through exactly the preprocessing inference uses (canonical orientation, spacing,
+normalisation, left/right mirroring for seed 001), so what is learned is what runs.
 
 A checkpoint is written after every epoch to ``<bundle>/train/checkpoint.pt``; `resume=True`
 continues from it. At the end the weights go to ``models/model.pt``, their sha256, the
@@ -139,6 +140,14 @@ def lr_schedule(config: dict[str, Any], epochs: int | None) -> list[float]:
     return rates
 
 
+def stored_weights(network: torch.nn.Module, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict to ship; `weights_dtype: float16` halves the file (loading casts back)."""
+    state = network.state_dict()
+    if config.get("weights_dtype") == "float16":
+        return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return state
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -146,7 +155,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bars(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -186,7 +195,7 @@ def train_segmentation(
         Dataset(samples, transform),
         batch_size=int(config.get("batch_size", 2)),
         shuffle=True,
-        num_workers=0,
+        num_workers=int(config.get("num_workers", 0)),
         collate_fn=list_data_collate,
         generator=torch.Generator().manual_seed(options.seed),
     )
@@ -212,7 +221,7 @@ def train_segmentation(
         scaler.load_state_dict(state["scaler"])
         start, losses = int(state["epoch"]) + 1, list(state["losses"])
 
-    with _progress(options.progress) as progress:
+    with progress_bars(options.progress) as progress:
         epochs_task = progress.add_task("epochs", total=len(rates), completed=start, status="")
         batches_task = progress.add_task("batches", total=len(loader), status="")
         for epoch in range(start, len(rates)):
@@ -248,7 +257,7 @@ def train_segmentation(
                 log.write(json.dumps({"epoch": epoch, "loss": losses[-1]}) + "\n")
             progress.update(epochs_task, advance=1, status=f"loss {losses[-1]:.4f}")
 
-    torch.save(network.state_dict(), root / WEIGHTS)
+    torch.save(stored_weights(network, config), root / WEIGHTS)
     manifest = record_weights(root, bundle.manifest, {WEIGHTS: "torch"})
     return _finish(
         root, manifest, data_dir, cases, train_cases, val_cases, rates, losses, config, options
