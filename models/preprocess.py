@@ -10,6 +10,7 @@ reorientation, and predictions are resampled back before the argmax.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,8 @@ def stack_channels(volume: Volume, channels: list[str]) -> np.ndarray:
         else:
             available = ", ".join(["image", *volume.channels]) or "none"
             raise InputError(f"the bundle needs channel {role!r}; the volume has {available}")
+    if len(arrays) == 1 and arrays[0].dtype == np.float32:
+        return arrays[0][np.newaxis]  # a view: no copy of a large CT
     stacked = np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
     if stacked.shape[1:] != volume.array.shape:
         raise InputError("channels are not on the volume's grid")
@@ -118,17 +121,25 @@ def resize(tensor: torch.Tensor, shape: tuple[int, ...], mode: str) -> torch.Ten
     return torch.nn.functional.interpolate(tensor, size=shape, mode=mode, align_corners=False)
 
 
-def normalize(array: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Intensity normalisation per the bundle: window to [0, 1], z-score per channel, or none."""
+def normalizer(array: np.ndarray, spec: InputSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """The bundle's intensity normalisation with statistics taken from all of `array`
+    [C, ...], to apply to it or to parts of it (batches of slices): window to [0, 1],
+    z-score per channel, or none."""
     if spec.normalize == "window":
         low, high = spec.window  # type: ignore[misc]
-        return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
+        return lambda a: ((np.clip(a, low, high) - low) / (high - low)).astype(np.float32)
     if spec.normalize == "zscore":
         axes = tuple(range(1, array.ndim))
-        mean = array.mean(axis=axes, keepdims=True)
-        std = array.std(axis=axes, keepdims=True)
-        return ((array - mean) / np.maximum(std, 1e-6)).astype(np.float32)
-    return array.astype(np.float32)
+        mean = array.mean(axis=axes, dtype=np.float64)
+        std = np.maximum(array.std(axis=axes, dtype=np.float64), 1e-6)
+        shape = (-1,) + (1,) * (array.ndim - 1)
+        mean, std = mean.reshape(shape), std.reshape(shape)
+        return lambda a: ((a - mean) / std).astype(np.float32)
+    return lambda a: a.astype(np.float32)
+
+
+def normalize(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    return normalizer(array, spec)(array)
 
 
 def body_midline(image: np.ndarray) -> int:

@@ -26,7 +26,7 @@ from myonode.volume import Volume
 
 from .bundle import Bundle, BundleError
 from .preprocess import (
-    normalize,
+    normalizer,
     orientation_of,
     resampled_shape,
     resize,
@@ -165,16 +165,18 @@ class SegmentationModel:
         net_shape = resampled_shape(
             source_shape, spacing, self.spec.spacing_mm, self.settings.spatial_dims == 2
         )
-        tensor = resize(torch.from_numpy(np.ascontiguousarray(image))[None], net_shape, "trilinear")
-        tensor = torch.from_numpy(normalize(tensor[0].numpy(), self.spec))
+        image = resize(torch.from_numpy(np.ascontiguousarray(image))[None], net_shape, "trilinear")[
+            0
+        ].numpy()
+        scale = normalizer(image, self.spec)
         if self.settings.spatial_dims == 3:
-            logits = self._infer(tensor[None])
+            logits = self._infer(torch.from_numpy(scale(image))[None])
             yield slice(None), self._activate(resize(logits, source_shape, "trilinear"))[0]
             return
         batch = self.settings.slice_batch
-        for start in range(0, tensor.shape[1], batch):
-            stop = min(start + batch, tensor.shape[1])
-            slices = tensor[:, start:stop].transpose(0, 1).contiguous()
+        for start in range(0, image.shape[1], batch):
+            stop = min(start + batch, image.shape[1])
+            slices = torch.from_numpy(scale(image[:, start:stop]).swapaxes(0, 1).copy())
             logits = resize(self._infer(slices), source_shape[1:], "bilinear")
             yield slice(start, stop), self._activate(logits).transpose(0, 1)
 
@@ -214,15 +216,24 @@ class SegmentationModel:
 def fill_holes_per_slice(labels: np.ndarray) -> np.ndarray:
     """Seed 000's post-processing: SimpleITK binary hole filling per label on each axial slice.
 
-    Only background pixels are filled, so one label never overwrites another.
+    Only background pixels are filled, so one label never overwrites another. Each label is
+    filled inside its bounding box plus a one-pixel margin, which encloses every hole it has.
     """
+    from scipy import ndimage
+
     filled = labels.copy()
     for k in range(labels.shape[0]):
         plane = labels[k]
-        for label in np.unique(plane):
-            if label == 0:
+        for index, box in enumerate(ndimage.find_objects(plane), start=1):
+            if box is None:
                 continue
-            mask = sitk.GetImageFromArray((plane == label).astype(np.uint8))
-            holes = sitk.GetArrayFromImage(sitk.BinaryFillhole(mask)).astype(bool)
-            filled[k][holes & (filled[k] == 0)] = label
+            rows, cols = (
+                slice(max(b.start - 1, 0), min(b.stop + 1, n))
+                for b, n in zip(box, plane.shape, strict=True)
+            )
+            crop = plane[rows, cols] == index
+            image = sitk.GetImageFromArray(crop.astype(np.uint8))
+            holes = sitk.GetArrayFromImage(sitk.BinaryFillhole(image)).astype(bool) & ~crop
+            target = filled[k, rows, cols]
+            target[holes & (target == 0)] = index
     return filled

@@ -38,7 +38,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .bundle import Bundle, BundleError, Provenance, Validation, load_bundle, record_weights
+from .bundle import (
+    Bundle,
+    BundleError,
+    Provenance,
+    Validation,
+    load_bundle,
+    record_weights,
+    write_metadata,
+)
 from .data import Case, load_cases
 from .preprocess import normalize, orientation_of, resampled_shape, resize, sides, stack_channels
 from .runtime import autocast, build_network, load_state, resolve_device
@@ -80,6 +88,11 @@ def prepare_output(source: Path, out: Path | None, finetune: bool) -> Path:
     (out / "models").mkdir(parents=True, exist_ok=True)
     if finetune:
         shutil.copytree(source / "models", out / "models", dirs_exist_ok=True)
+    else:  # a new model: the source's weights, provenance and metrics do not describe it
+        manifest = load_bundle(out).manifest
+        write_metadata(
+            out, manifest.model_copy(update={"weights": [], "training": None, "validation": None})
+        )
     return out
 
 
@@ -280,7 +293,6 @@ def _finish(
     root, manifest, data_dir, cases, train_cases, val_cases, rates, losses, config, options
 ):
     """Write provenance and validation metrics into the manifest of the trained bundle."""
-    from .bundle import write_metadata
     from .evaluate import evaluate_cases, validation_metrics
 
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
