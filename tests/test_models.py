@@ -274,14 +274,6 @@ def test_totalsegmentator_live_engine_needs_package_and_weights():
     pytest.skip(f"live TotalSegmentator call not run: {reason}")
 
 
-def test_every_private_code_is_in_the_readme():
-    from myonode.anatomy import private_codes
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for code in private_codes():
-        assert f"| `{code.value}` | {code.meaning} |" in readme
-
-
 def test_hole_filling_per_label_box_equals_whole_slice_filling():
     """Seed 000's SimpleITK hole filling, done per label bounding box, gives exactly what
     filling each label on the whole slice gives (and fills only background)."""
