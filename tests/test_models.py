@@ -4,6 +4,7 @@ mapping and the committed demo bundles. Training tests are in test_model_trainin
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -215,7 +216,7 @@ def test_second_job_on_a_resident_model_skips_loading(monkeypatch):
     monkeypatch.setitem(
         pipeline.PIPELINES,
         "ct_bundle",
-        pipeline.Pipeline("ct_bundle", spec, pipeline.PIPELINES["ct_muscle"].procedure, 9200),
+        replace(pipeline.PIPELINES["ct_muscle"], name="ct_bundle", engine=spec),
     )
     loads = []
     original = runtime.SegmentationModel.__init__
