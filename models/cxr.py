@@ -11,9 +11,9 @@ Interface for pipelines (`CxrModel`, also what ``engines.create("bundle:PATH")``
 regression bundle)::
 
     model = CxrModel(load_bundle(path))           # once per worker
-    image = read_radiograph(dataset)              # 2D array, MONOCHROME2 orientation
+    image = load_radiograph(path).array[0]        # routing.cxr: bone bright (MONOCHROME2)
     estimates = model.estimate(image)             # {"alm": Estimate(mu, sigma, "kg"), ...}
-    p = model.sarcopenia_probability(estimates, Clinical.from_dataset(dataset))  # or None
+    p = model.sarcopenia_probability(estimates, Clinical.from_facts(patient_facts(dataset)))
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,10 @@ from monai.data import DataLoader
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
-from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from myonode.engines import Algorithm, Estimate
+from myonode.engines import Algorithm, Clinical, Estimate, RegressionResult
+from myonode.routing.cxr import load_radiograph
 
 from .bundle import (
     Bundle,
@@ -57,44 +57,6 @@ FOREST = "models/sarcopenia_rf.pkl"
 CHECKPOINT = Path("train/ensembles_checkpoint.pt")
 
 
-@dataclass(frozen=True)
-class Clinical:
-    """Step 2's clinical inputs; any may be missing (then no probability is given)."""
-
-    age: float | None
-    sex: str | None  # "M" or "F"
-    bmi: float | None
-
-    @classmethod
-    def from_dataset(cls, ds: Dataset) -> Clinical:
-        """PatientAge ("070Y"), PatientSex, PatientWeight (kg) / PatientSize (m)²."""
-        age = None
-        text = str(ds.get("PatientAge", "") or "")
-        if text[:-1].isdigit() and text.endswith("Y"):
-            age = float(text[:-1])
-        sex = str(ds.get("PatientSex", "") or "") or None
-        weight, height = ds.get("PatientWeight"), ds.get("PatientSize")
-        bmi = float(weight) / float(height) ** 2 if weight and height else None
-        return cls(age=age, sex=sex if sex in ("M", "F") else None, bmi=bmi)
-
-    def features(self) -> list[float] | None:
-        if self.age is None or self.sex is None or self.bmi is None:
-            return None
-        return [self.age, 1.0 if self.sex == "M" else 0.0, self.bmi]
-
-
-def read_radiograph(ds: Dataset) -> np.ndarray:
-    """Pixel values after the modality LUT, with MONOCHROME1 inverted so bone is bright."""
-    from pydicom.pixels import apply_modality_lut
-
-    image = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
-    if image.ndim != 2:
-        raise BundleError(f"a radiograph must be one grayscale frame, got shape {image.shape}")
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        image = image.max() + image.min() - image
-    return image
-
-
 def mixture(mus: np.ndarray, sigmas: np.ndarray) -> tuple[float, float]:
     """A uniform mixture of Gaussians as one: mean of mu; variance = mean(sigma² + mu²) − mu*²."""
     mu = float(np.mean(mus))
@@ -108,13 +70,6 @@ def concordance(predicted: np.ndarray, reference: np.ndarray) -> float:
     covariance = float(np.mean((predicted - predicted.mean()) * (reference - reference.mean())))
     denominator = predicted.var() + reference.var() + (predicted.mean() - reference.mean()) ** 2
     return float(2 * covariance / denominator) if denominator > 0 else 0.0
-
-
-@dataclass
-class SarcopeniaAssessment:
-    estimates: dict[str, Estimate]
-    probability: float | None
-    notes: list[str] = field(default_factory=list)
 
 
 class CxrModel:
@@ -191,19 +146,25 @@ class CxrModel:
             return None
         return float(self.forest.predict_proba(np.array([features]))[0, 1])
 
-    def assess(self, image: np.ndarray, clinical: Clinical) -> SarcopeniaAssessment:
+    def assess(self, image: np.ndarray, clinical: Clinical) -> RegressionResult:
         estimates = self.estimate(image)
         probability = self.sarcopenia_probability(estimates, clinical)
         notes = []
         if self.forest is None:
             notes.append("This bundle has no step-2 model: no sarcopenia probability.")
         elif probability is None:
-            notes.append("Age, sex or BMI missing: no sarcopenia probability.")
-        if self.bundle.manifest.intended_use != "clinical":
+            missing = ", ".join(clinical.missing())
+            notes.append(f"No sarcopenia probability: {missing} unknown (step 2 needs them).")
+        manifest = self.bundle.manifest
+        if manifest.intended_use == "demo":
             notes.append(
-                f"Intended use: {self.bundle.manifest.intended_use}; not a clinical score."
+                f"Model {manifest.name} {manifest.version} is a demo bundle trained on generated "
+                "phantoms: its predictions are not estimates for a real patient and not a "
+                "clinical score."
             )
-        return SarcopeniaAssessment(estimates, probability, notes)
+        elif manifest.intended_use != "clinical":
+            notes.append(f"Intended use: {manifest.intended_use}; not a clinical score.")
+        return RegressionResult(estimates, probability, notes)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -225,9 +186,7 @@ def _read_image(path: Path) -> np.ndarray:
         from PIL import Image
 
         return np.asarray(Image.open(path).convert("F"), dtype=np.float32)
-    import pydicom
-
-    return read_radiograph(pydicom.dcmread(path))
+    return load_radiograph(path).array[0]
 
 
 def load_cxr_cases(data_dir: Path, targets: list[str]) -> list[CxrCase]:

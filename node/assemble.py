@@ -14,22 +14,29 @@ from collections.abc import Sequence
 from .index import Index
 from .pipeline import Runner
 from .routing import Profile, load_profiles, route_indexed_study
+from .routing.select import PipelineUnavailable
 
 log = logging.getLogger(__name__)
 
 
 def pipeline_versions(runner: Runner):
-    """`version_of` for routing: the runner's pipeline version, or None where the node has no
-    such pipeline or its engine cannot be created (logged)."""
+    """`version_of` for routing: the runner's pipeline version, None where the node has no
+    such pipeline, and `PipelineUnavailable` (with the reason, also logged) where it cannot
+    run: no engine configured, or the engine cannot be created."""
 
     def version_of(pipeline: str) -> str | None:
         if pipeline not in runner.pipelines:
             return None
         try:
             return runner.version(pipeline)
+        except PipelineUnavailable as exc:
+            log.warning("pipeline %s unavailable: %s", pipeline, exc)
+            raise
         except Exception as exc:
             log.error("pipeline %s unavailable: %s: %s", pipeline, type(exc).__name__, exc)
-            return None
+            raise PipelineUnavailable(
+                f"its engine cannot be created ({type(exc).__name__}: {exc})"
+            ) from exc
 
     return version_of
 

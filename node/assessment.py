@@ -1,5 +1,6 @@
 """One job's complete, pure assessment: structures, indices, reference comparisons,
-sarcopenia criteria and change since prior studies. Encoders and the results index read it.
+predictions, sarcopenia criteria and change since prior studies. Encoders and the results
+index read it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engines import LabelMap
-from .indices import DerivedValue, derived_values
+from .indices import DerivedValue, derived_values, patient_values
 from .measure import StructureMeasurements, is_axial, measure_structures, slice_areas_cm2
 from .patient import PatientFacts
+from .prediction import Prediction, criterion_inputs
 from .references import SEED000_GROUPS, Reference, by_sex, has_reference, seed000_mass
 from .sarcopenia import SarcopeniaAssessment, awgs2019, ewgsop2
 from .volume import Volume
@@ -66,6 +68,7 @@ class Assessment:
     sarcopenia: list[SarcopeniaAssessment]
     changes: list[Change]
     notes: list[str] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
 
     def value(self, key: str) -> float | None:
         for item in self.derived:
@@ -201,4 +204,22 @@ def assess(
         sarcopenia=sarcopenia,
         changes=changes_since(structures, facts.study_date, priors),
         notes=[*label_map.notes, *omitted, *notes],
+    )
+
+
+def assess_predictions(
+    facts: PatientFacts, predictions: Sequence[Prediction], notes: Sequence[str] = ()
+) -> Assessment:
+    """The assessment of an image nothing was segmented on (a radiograph): the patient's
+    values, the model's predictions and the sarcopenia criteria from the predicted inputs."""
+    inputs = criterion_inputs(list(predictions), facts)
+    return Assessment(
+        patient=facts,
+        structures=[],
+        derived=patient_values(facts),
+        comparisons=[],
+        sarcopenia=[ewgsop2(facts.sex, inputs), awgs2019(facts.sex, inputs)],
+        changes=[],
+        notes=list(notes),
+        predictions=list(predictions),
     )

@@ -51,6 +51,13 @@ PROBABLE = private_code("PROBABLE", "Probable (criteria partly met)")
 POSSIBLE = private_code("POSSIBLE", "Possible (function low, mass not evaluable)")
 NOT_EVALUABLE = private_code("NOTEVALUABLE", "Not evaluable from the available inputs")
 GLUTEI = private_code("GLUTEI", "Gluteus maximus, medius and minimus muscles")
+# SARC-CXR (seed 004) predictions: no LOINC/SCT concept is a value predicted from an image.
+ALM = private_code("ALM", "Appendicular lean mass")
+ALMI = private_code("ALMI", "Appendicular lean mass index")
+HANDGRIP = private_code("HANDGRIP", "Handgrip strength")
+CHAIR_RISE = private_code("CHAIRRISE5", "Five-times chair-rise time")
+SARCOPENIA_PROBABILITY = private_code("SARCPROB", "Sarcopenia probability")
+PREDICTED = private_code("IMGPREDICTED", "Predicted from the image by a regression model")
 
 UNITS = {
     "cm3": "cubic centimeter",
@@ -65,6 +72,7 @@ UNITS = {
     "m": "meter",
     "kg": "kilogram",
     "a": "year",
+    "s": "second",
     "%": "percent",
     "1": "no units",
     "{z-score}": "z-score",

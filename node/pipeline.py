@@ -1,7 +1,9 @@
-"""Pipelines: load a routed series, segment it, measure, and write SEG + SR.
+"""Pipelines: load a routed series, segment it and measure (or, for a regression model such
+as SARC-CXR, predict from it), and write SEG + SR + PDF.
 
 `Runner` keeps one engine instance per pipeline for the life of the worker, so models (and
-any costly set-up) are loaded once, not per job.
+any costly set-up) are loaded once, not per job. A pipeline without a usable engine raises
+`PipelineUnavailable` with the reason, which routing records instead of queueing a job.
 """
 
 from __future__ import annotations
@@ -11,35 +13,46 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from .assessment import Assessment, Prior, assess
+from .assessment import Assessment, Prior, assess, assess_predictions
 from .encode import Device, OutputIdentity, add_absent_type2
 from .encode.pdf import build_encapsulated_pdf, render_key_image, render_pdf
 from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
-from .engines import SegmentationEngine
+from .engines import Clinical, Engine, LabelMap, RegressionEngine
 from .engines import create as create_engine
 from .patient import patient_facts
+from .prediction import Prediction, predictions_from
 from .results import ResultRow, result_rows
+from .routing.cxr import load_radiograph
+from .routing.select import PipelineUnavailable
 from .storage import write_durably
-from .volume import Volume, load_series
+from .volume import Volume, VolumeError, load_series
 
 OVERLAY_PNG = "overlay.png"
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A named measurement pipeline: default engine, coded procedure and output numbering."""
+    """A named measurement pipeline: default engine, coded procedure and output numbering.
+
+    `engine` None means the node ships no engine that can do the task (`needs` says what is
+    required and how to configure it); `task` is the kind of engine it runs.
+    """
 
     name: str
     title: str
-    engine: str  # engine spec, see engines.create
+    engine: str | None  # engine spec, see engines.create
     procedure: Code
     series_number_base: int
+    task: Literal["segmentation", "regression"] = "segmentation"
+    needs: str = ""
 
 
 PIPELINES: dict[str, Pipeline] = {
@@ -57,10 +70,23 @@ PIPELINES: dict[str, Pipeline] = {
         procedure=codes.cid100.MRIUnspecifiedBodyRegion,
         series_number_base=9200,
     ),
+    "cxr_sarcopenia": Pipeline(
+        name="cxr_sarcopenia",
+        title="Chest radiograph sarcopenia (SARC-CXR)",
+        engine=None,  # no classical method predicts muscle from a radiograph
+        procedure=codes.cid100.XRUnspecifiedBodyRegion,
+        series_number_base=9400,
+        task="regression",
+        needs=(
+            "a trained SARC-CXR (seed 004) model bundle is required and none is configured; "
+            "set output.engine: bundle:/path/to/bundle in the cxr_sarcopenia profile "
+            "(README, Models)"
+        ),
+    ),
 }
 
 
-def pipeline_version(engine: SegmentationEngine) -> str:
+def pipeline_version(engine: Engine) -> str:
     """What output UIDs are derived from, with the source series: the engine and its version."""
     return f"{engine.algorithm.name}-{engine.algorithm.version}"
 
@@ -99,17 +125,28 @@ class Runner:
     ) -> None:
         self.device = device or Device()
         self.pipelines = dict(PIPELINES if pipelines is None else pipelines)
-        self._engines: dict[str, SegmentationEngine] = {}
+        self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self.engine_loads = 0
 
-    def engine(self, pipeline: str) -> SegmentationEngine:
-        spec = self.pipelines[pipeline].engine
+    def engine(self, pipeline: str) -> Engine:
+        """The pipeline's resident engine; `PipelineUnavailable` if it has none or the
+        configured one does the wrong task (a segmentation model for a regression pipeline)."""
+        definition = self.pipelines[pipeline]
+        spec = definition.engine
+        if spec is None:
+            raise PipelineUnavailable(definition.needs or "no engine is configured")
         with self._lock:
             if spec not in self._engines:
                 self._engines[spec] = create_engine(spec)
                 self.engine_loads += 1
-            return self._engines[spec]
+            engine = self._engines[spec]
+        task = "regression" if hasattr(engine, "estimate") else "segmentation"
+        if task != definition.task:
+            raise PipelineUnavailable(
+                f"engine {spec!r} is a {task} engine; it needs a {definition.task} engine"
+            )
+        return engine
 
     def version(self, pipeline: str) -> str:
         return pipeline_version(self.engine(pipeline))
@@ -134,6 +171,8 @@ class Runner:
         """
         pipeline = self.pipelines[pipeline_name]
         engine = self.engine(pipeline_name)
+        if pipeline.task == "regression":
+            return self._predict(pipeline, engine, paths, out_dir, reasons, notes, volume)
         volume = load_series(paths) if volume is None else volume
         add_absent_type2(volume.datasets)
         label_map = engine.segment(volume)
@@ -177,11 +216,70 @@ class Runner:
         )
         if seg is not None:  # for the dashboard; not an output that is sent anywhere
             write_durably(out_dir / OVERLAY_PNG, render_key_image(volume, label_map))
-        files = []
-        for name, dataset in (("seg.dcm", seg), ("sr.dcm", sr), ("report.dcm", pdf)):
-            if dataset is None:
-                continue
-            path = out_dir / name
-            _save(dataset, path)
-            files.append(OutputFile(str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), path))
-        return JobOutput(files=files, assessment=assessment)
+        return JobOutput(_write(out_dir, seg=seg, sr=sr, report=pdf), assessment)
+
+    def _predict(
+        self,
+        pipeline: Pipeline,
+        engine: RegressionEngine,
+        paths: Sequence[Path],
+        out_dir: Path,
+        reasons: Sequence[str],
+        notes: Sequence[str],
+        volume: Volume | None,
+    ) -> JobOutput:
+        """A regression job (SARC-CXR): predict from the radiograph, assess the sarcopenia
+        criteria on the predicted inputs, and write SR and PDF; no SEG, since nothing is
+        segmented, and the radiograph is the SR's source image."""
+        if volume is None:
+            if len(paths) != 1:
+                raise VolumeError(f"expected one radiograph, found {len(paths)}")
+            volume = load_radiograph(paths[0])
+        add_absent_type2(volume.datasets)
+        source = volume.datasets[0]
+        facts = patient_facts(source)
+        outcome = engine.assess(volume.array[0], Clinical.from_facts(facts))
+        predictions, omitted = predictions_from(outcome.estimates, facts)
+        if outcome.probability is not None:
+            predictions.append(Prediction("sarcopenia_probability", outcome.probability, None))
+        assessment = assess_predictions(facts, predictions, [*outcome.notes, *omitted, *notes])
+        identity = OutputIdentity(
+            source_series_uid=str(source.SeriesInstanceUID),
+            pipeline=pipeline.name,
+            pipeline_version=pipeline_version(engine),
+            series_number_base=pipeline.series_number_base,
+        )
+        sr = build_report(
+            volume.datasets,
+            None,
+            {},
+            assessment,
+            engine.algorithm,
+            identity,
+            self.device,
+            pipeline.procedure,
+            reasons,
+        )
+        title = f"Report: {pipeline.title}"
+        nothing = LabelMap(labels=np.zeros((0, 0, 0), dtype=np.uint8), structures={})
+        pdf = build_encapsulated_pdf(
+            render_pdf(volume, nothing, assessment, engine.algorithm, title),
+            source,
+            identity,
+            self.device,
+            title,
+            derived_from=[sr],
+        )
+        return JobOutput(_write(out_dir, sr=sr, report=pdf), assessment)
+
+
+def _write(out_dir: Path, **datasets: Dataset | None) -> list[OutputFile]:
+    """Save each output as `<name>.dcm`; a None output (no SEG) is skipped."""
+    files = []
+    for name, dataset in datasets.items():
+        if dataset is None:
+            continue
+        path = out_dir / f"{name}.dcm"
+        _save(dataset, path)
+        files.append(OutputFile(str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), path))
+    return files

@@ -147,6 +147,11 @@ def result_rows(assessment: Assessment) -> list[ResultRow]:
         rows.append(
             ResultRow(STUDY_LEVEL, f"{comparison.quantity}_percentile", comparison.percentile, "%")
         )
+    for prediction in assessment.predictions:
+        unit = prediction.target.unit
+        rows.append(ResultRow(STUDY_LEVEL, prediction.key, prediction.mean, unit))
+        if prediction.sd is not None:
+            rows.append(ResultRow(STUDY_LEVEL, f"{prediction.key}_sd", prediction.sd, unit))
     for item in assessment.sarcopenia:
         rows.append(
             ResultRow(STUDY_LEVEL, _sarcopenia_key(item.guideline), None, "", item.conclusion)
@@ -199,6 +204,7 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
     rows: list[ResultRow] = []
     derivation, site = "121401", "363698007"  # DCM Derivation, SCT Finding Site
     z_score, percentile = c.Z_SCORE.value, c.PERCENTILE.value
+    sd = c.STANDARD_DEVIATION.value
     for container in sr.get("ContentSequence", []):
         if _code(container, "ConceptNameCodeSequence") != "126010":  # Imaging Measurements
             continue
@@ -225,7 +231,11 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
                 if number is None:
                     continue
                 value, unit = number
-                if reference is not None:
+                if identifier.startswith("prediction:"):
+                    key = identifier.removeprefix("prediction:")
+                    suffix = "_sd" if _modifier(item, derivation) == sd else ""
+                    rows.append(ResultRow(STUDY_LEVEL, key + suffix, value, unit))
+                elif reference is not None:
                     suffix = {z_score: "_z", percentile: "_percentile"}.get(concept, "")
                     rows.append(ResultRow(STUDY_LEVEL, reference + suffix, value, unit))
                 elif identifier == "derived-indices":

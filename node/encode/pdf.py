@@ -120,13 +120,14 @@ def render_pdf(
     figure.text(0.05, 0.965, title, fontsize=13, weight="bold")
     figure.text(0.05, 0.945, f"{algorithm.label}", fontsize=8)
     figure.text(0.05, 0.93, intended_use_statement(algorithm), fontsize=8, color="#b2182b")
+    modality = str(volume.datasets[0].get("Modality", "")) if volume.datasets else ""
     if label_map.labels.size:
-        _overlay_axes(
-            figure.add_axes((0.05, 0.56, 0.55, 0.35)),
-            volume,
-            label_map,
-            str(volume.datasets[0].get("Modality", "")) if volume.datasets else "",
-        )
+        _overlay_axes(figure.add_axes((0.05, 0.56, 0.55, 0.35)), volume, label_map, modality)
+    elif assessment.predictions:  # a radiograph: the image the values were predicted from
+        ax = figure.add_axes((0.05, 0.56, 0.55, 0.35))
+        ax.imshow(_window(volume.array[0], modality), cmap="gray", interpolation="nearest")
+        ax.set_title("Source radiograph (values are predictions, not measurements)", fontsize=8)
+        ax.axis("off")
     rows = [
         (
             s.structure.name,
@@ -139,12 +140,24 @@ def render_pdf(
         for s in assessment.structures
         if s.voxel_count
     ]
+    labels = ["structure", "volume cm³", "mass g", "mean HU / FF"]
+    if assessment.predictions:
+        labels = ["predicted", "mean", "σ", "unit"]
+        rows = [
+            (
+                p.target.name,
+                f"{p.mean:.3g}",
+                f"{p.sd:.3g}" if p.sd is not None else "",
+                p.target.unit,
+            )
+            for p in assessment.predictions
+        ]
     table_ax = figure.add_axes((0.05, 0.30, 0.9, 0.24))
     table_ax.axis("off")
     if rows:
         table = table_ax.table(
             cellText=rows[:18],
-            colLabels=["structure", "volume cm³", "mass g", "mean HU / FF"],
+            colLabels=labels,
             loc="upper center",
             cellLoc="left",
         )

@@ -10,8 +10,10 @@
   show where it was measured. Where the measured slices are not source images (a fused
   Dixon grid), the maximum CSA is in the volumetric group instead, without an image.
 - TID 1501 groups for the derived indices, for each reference comparison (tracking identifier
-  ``reference:<quantity>``: value, z-score, percentile) and for the sarcopenia assessment
-  (coded conclusions per guideline).
+  ``reference:<quantity>``: value, z-score, percentile), for each value a regression model
+  predicted (``prediction:<key>``: the mean and the standard deviation, with the method
+  "predicted from the image" and the source image) and for the sarcopenia assessment (coded
+  conclusions per guideline).
 - A report-level Qualitative Evaluations container (TID 1500 row 12) with TEXT items: the
   algorithm and intended use, why this series was measured, what was omitted and why, the
   references used and the criteria evaluated.
@@ -30,6 +32,7 @@ from .. import codes as c
 from ..assessment import Assessment, Change
 from ..engines import Algorithm
 from ..measure import StructureMeasurements
+from ..prediction import Prediction
 from . import Device, OutputIdentity, declare_private_scheme, use_utf8
 
 SR_SERIES_OFFSET = 1
@@ -103,6 +106,33 @@ def _derived_measurement(key: str, value: float, unit: str) -> hd.sr.Measurement
     return _num(concept, value, unit, finding_sites=[hd.sr.FindingSite(site)] if site else None)
 
 
+def _prediction_group(
+    prediction: Prediction,
+    identity: OutputIdentity,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+    sources: Sequence[Dataset],
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """A predicted quantity: the Gaussian's mean and, where given, its standard deviation."""
+    target = prediction.target
+    derivation = {"derivation": c.MEAN} if prediction.sd is not None else {}
+    measurements = [_num(target.code, prediction.mean, target.unit, **derivation)]
+    if prediction.sd is not None:
+        measurements.append(
+            _num(target.code, prediction.sd, target.unit, derivation=c.STANDARD_DEVIATION)
+        )
+    return _group(
+        identity,
+        f"prediction:{prediction.key}",
+        method=c.PREDICTED,
+        algorithm_id=algorithm_id,
+        measurements=measurements,
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup(ds.SOPClassUID, ds.SOPInstanceUID)
+            for ds in sources
+        ],
+    )
+
+
 def _group(
     identity: OutputIdentity, identifier: str, **kwargs
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -134,6 +164,12 @@ def _statements(assessment: Assessment, algorithm: Algorithm, reasons: Sequence[
         statements.append(
             f"Change of {change.structure} since study {change.prior.study_uid} "
             f"({change.prior.study_date:%Y-%m-%d}): {change.change_g:+.1f} g{rate}."
+        )
+    for prediction in assessment.predictions:
+        target = prediction.target
+        spread = f" (σ {prediction.sd:.3g} {target.unit})" if prediction.sd is not None else ""
+        statements.append(
+            f"Predicted {target.name.lower()}: {prediction.mean:.3g} {target.unit}{spread}."
         )
     statements += [s.statement() for s in assessment.sarcopenia]
     return statements
@@ -226,6 +262,10 @@ def build_report(
                 ],
             )
         )
+    groups += [
+        _prediction_group(p, identity, algorithm_id, source_datasets)
+        for p in assessment.predictions
+    ]
     groups.append(
         _group(
             identity,

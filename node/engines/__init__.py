@@ -15,6 +15,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from ..anatomy import Structure
+from ..patient import PatientFacts
 from ..volume import Volume
 
 IntendedUse = Literal["demo", "research", "clinical"]
@@ -70,6 +71,43 @@ class Estimate:
     unit: str
 
 
+@dataclass(frozen=True)
+class Clinical:
+    """Clinical inputs of a model's second step (seed 004: age, sex, BMI); any may be missing,
+    and then no probability is given."""
+
+    age: float | None
+    sex: str | None  # "M" or "F"
+    bmi: float | None
+
+    @classmethod
+    def from_facts(cls, facts: PatientFacts) -> Clinical:
+        """From the node's one reading of the header (`patient.patient_facts`)."""
+        return cls(age=facts.age_years, sex=facts.sex, bmi=facts.bmi)
+
+    def missing(self) -> list[str]:
+        return [
+            name
+            for name, value in (("age", self.age), ("sex", self.sex), ("BMI", self.bmi))
+            if value is None
+        ]
+
+    def features(self) -> list[float] | None:
+        if self.missing():
+            return None
+        return [self.age, 1.0 if self.sex == "M" else 0.0, self.bmi]  # type: ignore[list-item]
+
+
+@dataclass
+class RegressionResult:
+    """A regression engine's answer for one image: the estimates, the probability its second
+    step gives (None without one or without the clinical inputs), and notes for the report."""
+
+    estimates: dict[str, Estimate]
+    probability: float | None
+    notes: list[str] = field(default_factory=list)
+
+
 class RegressionEngine(Protocol):
     """Image -> Gaussian estimates per target (e.g. ALM, handgrip, chair-rise time)."""
 
@@ -77,6 +115,8 @@ class RegressionEngine(Protocol):
     targets: tuple[str, ...]
 
     def estimate(self, image: np.ndarray) -> dict[str, Estimate]: ...
+
+    def assess(self, image: np.ndarray, clinical: Clinical) -> RegressionResult: ...
 
 
 Engine = SegmentationEngine | RegressionEngine

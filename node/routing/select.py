@@ -6,7 +6,8 @@ profile's `prefer` list ranks them (documented per criterion in `PREFERENCES`), 
 the list fall to the lowest SeriesNumber, then the Series Instance UID, so the choice is
 deterministic. A pipeline is fed once per study: a later profile for a pipeline that an earlier
 profile already fed records that instead of queueing a second job. A profile whose pipeline is
-not installed records what it would have chosen, and queues nothing.
+not installed, or cannot run (`PipelineUnavailable`, e.g. it needs a model the node does not
+have), records what it would have chosen and why nothing ran, and queues nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .rules import RuleResult, contrast_rule, header_rules
 from .series import SeriesInfo
 
 Sampler = Callable[[SeriesInfo, int], tuple[np.ndarray, tuple[float, float]]]
-VersionOf = Callable[[str], str | None]
+VersionOf = Callable[[str], str | None]  # may raise PipelineUnavailable
 AlreadyDone = Callable[[str, str, str, str], bool]
 
 _CONTRAST_RANK = {"unenhanced": 0, "unknown": 1, "contrast": 2, "conflicting": 3}
@@ -50,6 +51,11 @@ PREFERENCES = {
     "original": "ORIGINAL before DERIVED images",
     "dixon_water": "Dixon water image before non-Dixon before other Dixon channels",
 }
+
+
+class PipelineUnavailable(Exception):
+    """An installed pipeline cannot run on this node; the message says why and what would fix
+    it, and routing records it as the decision's reason."""
 
 
 def unit_key(unit: SeriesInfo) -> str:
@@ -108,7 +114,7 @@ class ProfileOutcome:
     reason: str = ""
     not_chosen: dict[str, str] = field(default_factory=dict)
     job: JobRequest | None = None
-    state: str = "nothing eligible"  # queued / unchanged / not installed / already fed / ...
+    state: str = "nothing eligible"  # queued / unchanged / not installed / unavailable / ...
     inputs: dict[str, list[str]] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -258,9 +264,10 @@ def route_study(
 ) -> StudyRouting:
     """Apply `profiles` to a study's units; return decisions, jobs and the full explanation.
 
-    `version_of(pipeline)` gives the installed pipeline's version, or None if the node has no
-    such pipeline; `already_done(series, pipeline, version, digest)` says a job for exactly
-    these inputs exists; `sampler` reads a few slices for image contrast evidence.
+    `version_of(pipeline)` gives the installed pipeline's version, None if the node has no
+    such pipeline, or raises `PipelineUnavailable` if it cannot run; `already_done(series,
+    pipeline, version, digest)` says a job for exactly these inputs exists; `sampler` reads a
+    few slices for image contrast evidence.
     """
     by_key = {unit_key(u): u for u in units}
     contrast: dict[str, ContrastStatus] = {}
@@ -337,7 +344,17 @@ def route_study(
                 )
             outcome.selected = []
             continue
-        version = version_of(pipeline)
+        try:
+            version = version_of(pipeline)
+        except PipelineUnavailable as exc:
+            outcome.state = "unavailable"
+            for key in outcome.selected:
+                outcome.not_chosen[key] = (
+                    f"would be selected ({outcome.reason}), but pipeline {pipeline} cannot run: "
+                    f"{exc}"
+                )
+            outcome.selected = []
+            continue
         if version is None:
             outcome.state = "not installed"
             for key in outcome.selected:
