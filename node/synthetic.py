@@ -1,4 +1,5 @@
-"""Generated CT data: an analytic abdomen phantom and a writer for CT Image Storage series.
+"""Generated CT data: an analytic abdomen phantom and a writer for CT Image Storage series;
+and a writer for a frontal chest radiograph (DX for presentation).
 
 Used by `myonode demo` when no real CT is at hand and by tests that must not depend on
 shared data. The writer also turns a real NIfTI volume into a DICOM series.
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+)
 
 from .uids import derived_uid
 from .volume import Geometry
@@ -151,6 +157,77 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_radiograph(
+    image: np.ndarray,
+    path: Path,
+    patient: Patient = Patient(),
+    seed: str = "radiograph",
+    extra: Mapping[str, object] | None = None,
+) -> Path:
+    """Write `image` ([rows, columns], 0..4095, bright = attenuating) as a PA chest DX for
+    presentation (MONOCHROME2, 0.5 mm detector pixels) with seed-derived UIDs."""
+    today = dt.date(2026, 1, 15)
+    sop_uid = derived_uid(seed, "instance")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = today.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "093000"
+    ds.AccessionNumber = "MYOCXR1"
+    ds.Modality = "DX"
+    ds.Manufacturer = "myonode synthetic"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "XR CHEST"
+    ds.SeriesDescription = "Thorax PA"
+    ds.PatientName = patient.name
+    ds.PatientID = patient.patient_id
+    ds.PatientSex = patient.sex or ""
+    ds.PatientBirthDate = ""
+    if patient.age_years is not None:
+        ds.PatientAge = f"{patient.age_years:03d}Y"
+    if patient.height_m is not None:
+        ds.PatientSize = f"{patient.height_m:.2f}"
+    if patient.weight_kg is not None:
+        ds.PatientWeight = f"{patient.weight_kg:.1f}"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.StudyInstanceUID = derived_uid(seed, "study")
+    ds.SeriesInstanceUID = derived_uid(seed, "series")
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.ImagerPixelSpacing = ["0.5", "0.5"]
+    ds.PixelSpacing = ["0.5", "0.5"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "US"
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.clip(np.rint(image), 0, 4095).astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def _with_spine_and_aorta(hu: np.ndarray, pixel_mm: float, aorta_hu: float) -> np.ndarray:
