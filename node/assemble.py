@@ -21,17 +21,16 @@ log = logging.getLogger(__name__)
 
 def pipeline_versions(runner: Runner):
     """`version_of` for routing: the runner's pipeline version, None where the node has no
-    such pipeline, and `PipelineUnavailable` (with the reason, also logged) where it cannot
-    run: no engine configured, or the engine cannot be created."""
+    such pipeline, and `PipelineUnavailable` with the reason where it cannot run: no engine
+    configured, or the engine cannot be created (logged as an error)."""
 
     def version_of(pipeline: str) -> str | None:
         if pipeline not in runner.pipelines:
             return None
         try:
             return runner.version(pipeline)
-        except PipelineUnavailable as exc:
-            log.warning("pipeline %s unavailable: %s", pipeline, exc)
-            raise
+        except PipelineUnavailable:
+            raise  # expected (e.g. no model configured): the routing decision records why
         except Exception as exc:
             log.error("pipeline %s unavailable: %s: %s", pipeline, type(exc).__name__, exc)
             raise PipelineUnavailable(

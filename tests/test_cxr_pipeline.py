@@ -5,6 +5,7 @@ predictions are labelled demo and predicted, and read back as the index's rows."
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -12,13 +13,15 @@ import pytest
 from pydicom.uid import EncapsulatedPDFStorage
 from test_outputs import dciodvfy_errors
 
+from myonode.assemble import pipeline_versions
 from myonode.config import load_settings
 from myonode.models.phantoms import chest_radiograph
-from myonode.pipeline import Runner
+from myonode.pipeline import PIPELINES, Runner
 from myonode.process import process_folder
 from myonode.results import ResultFilter, ResultRow, rows_from_sr
 from myonode.routing.cxr import load_radiograph
 from myonode.routing.profiles import builtin_profiles_dir, configured_pipelines, load_profiles
+from myonode.routing.select import PipelineUnavailable
 from myonode.synthetic import Patient, write_radiograph
 
 from support import sr_texts
@@ -162,3 +165,16 @@ def test_without_weight_there_is_no_probability_and_a_note_says_why(tmp_path):
     assert any("No sarcopenia probability: BMI unknown" in n for n in output.assessment.notes)
     sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
     assert any("No sarcopenia probability" in t for t in sr_texts(sr))
+
+
+def test_a_pipeline_that_cannot_run_says_why():
+    wrong_task = Runner(
+        pipelines={"cxr_sarcopenia": replace(PIPELINES["cxr_sarcopenia"], engine="threshold")}
+    )
+    with pytest.raises(PipelineUnavailable, match="segmentation engine; it needs a regression"):
+        wrong_task.version("cxr_sarcopenia")
+    missing = replace(PIPELINES["cxr_sarcopenia"], engine="bundle:/nonexistent/bundle")
+    version_of = pipeline_versions(Runner(pipelines={"cxr_sarcopenia": missing}))
+    with pytest.raises(PipelineUnavailable, match="engine cannot be created"):
+        version_of("cxr_sarcopenia")
+    assert version_of("no_such_pipeline") is None

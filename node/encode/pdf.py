@@ -179,6 +179,8 @@ def render_pdf(
             for i in range(len(comparisons))
         ]
         _reference_axes(axes, assessment)
+    elif assessment.predictions:  # the model's notes: intended use, what was not predicted
+        figure.text(0.05, 0.2, "\n".join(assessment.notes[:8]), fontsize=8, wrap=True)
     else:
         reasons = [n for n in assessment.notes if "reference" in n.lower()] or [
             "No published reference applies to these structures."
