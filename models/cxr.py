@@ -10,10 +10,10 @@ log-likelihood; the ensemble's prediction is the mixture's mean and standard dev
 Interface for pipelines (`CxrModel`, also what ``engines.create("bundle:PATH")`` returns for a
 regression bundle)::
 
-    model = CxrModel(load_bundle(path))           # once per worker
-    image = load_radiograph(path).array[0]        # routing.cxr: bone bright (MONOCHROME2)
-    estimates = model.estimate(image)             # {"alm": Estimate(mu, sigma, "kg"), ...}
-    p = model.sarcopenia_probability(estimates, Clinical.from_facts(patient_facts(dataset)))
+    model = CxrModel(load_bundle(bundle_path))    # once per worker
+    volume = load_radiograph(dicom_path)          # routing.cxr: bone bright (MONOCHROME2)
+    clinical = Clinical.from_facts(patient_facts(volume.datasets[0]))
+    result = model.assess(volume.array[0], clinical)  # estimates, probability or None, notes
 """
 
 from __future__ import annotations

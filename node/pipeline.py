@@ -162,7 +162,8 @@ class Runner:
         volume: Volume | None = None,
     ) -> JobOutput:
         """Segment one series, assess it, and write SEG (if anything was found), SR and PDF
-        (and the key image as PNG beside them).
+        (and the key image as PNG beside them); a regression pipeline predicts instead
+        (`_predict`).
 
         `notes` are sentences for the report from outside the pipeline (e.g. a failed prior
         lookup), so a reader is never left to assume something that was not checked.
