@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydicom.sr.codedict import codes
 
 from myonode.anatomy import STRUCTURES, Structure
+from myonode.engines import Algorithm
 
 METADATA = Path("configs/metadata.json")
 INFERENCE = Path("configs/inference.json")
@@ -183,6 +185,23 @@ class Bundle:
     @property
     def has_weights(self) -> bool:
         return bool(self.manifest.weights)
+
+    def algorithm(self, **parameters: str) -> Algorithm:
+        """How SEG and SR identify this model (PS3.3 C.8.20.2, TID 4019): name, version,
+        intended use, architecture and the weights' checksums, plus `parameters`."""
+        manifest = self.manifest
+        return Algorithm(
+            name=manifest.name,
+            version=manifest.version,
+            family=codes.cid7162.ArtificialIntelligence,
+            kind="deep learning",
+            intended_use=manifest.intended_use,
+            parameters={
+                "architecture": manifest.architecture.name[:64],
+                "weights_sha256": ",".join(w.sha256[:16] for w in manifest.weights),
+                **parameters,
+            },
+        )
 
     def structures(self) -> dict[int, Structure]:
         """Label value -> the node's structure, checked against the manifest's codes."""

@@ -34,9 +34,8 @@ from monai.data import DataLoader
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
-from pydicom.sr.codedict import codes
 
-from myonode.engines import Algorithm, Clinical, Estimate, RegressionResult
+from myonode.engines import Clinical, Estimate, RegressionResult
 from myonode.routing.cxr import load_radiograph
 
 from .bundle import (
@@ -102,17 +101,7 @@ class CxrModel:
             # Unpickling runs code: only after the checksum above matched the manifest.
             with weights[FOREST].open("rb") as handle:
                 self.forest = pickle.load(handle)
-        self.algorithm = Algorithm(
-            name=manifest.name,
-            version=manifest.version,
-            family=codes.cid7162.ArtificialIntelligence,
-            kind="deep learning",
-            intended_use=manifest.intended_use,
-            parameters={
-                "architecture": manifest.architecture.name[:64],
-                "weights_sha256": ",".join(w.sha256[:16] for w in manifest.weights),
-            },
-        )
+        self.algorithm = bundle.algorithm()
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(radiograph(image, self.spec))[None, None]

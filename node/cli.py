@@ -9,6 +9,7 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -168,33 +169,37 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if decisions.row_count:
             console.print(decisions)
-    table = Table(title="Jobs")
-    for column in ("id", "pipeline", "series", "state", "attempts", "error"):
-        table.add_column(column)
-    for row in jobs:
-        table.add_row(
-            str(row["id"]),
-            row["pipeline"],
-            row["series_uid"],
-            row["state"],
-            str(row["attempts"]),
-            row["error"] or "",
+    console.print(
+        _table(
+            "Jobs",
+            ("id", "pipeline", "series", "state", "attempts", "error"),
+            [
+                (r["id"], r["pipeline"], r["series_uid"], r["state"], r["attempts"], r["error"])
+                for r in jobs
+            ],
         )
-    console.print(table)
-    table = Table(title="Outbox")
-    for column in ("id", "sop instance", "destination", "state", "attempts", "last error"):
-        table.add_column(column)
-    for row in outbox:
-        table.add_row(
-            str(row["id"]),
-            row["sop_uid"],
-            row["destination"],
-            row["state"],
-            str(row["attempts"]),
-            row["last_error"] or "",
+    )
+    console.print(
+        _table(
+            "Outbox",
+            ("id", "sop instance", "destination", "state", "attempts", "last error"),
+            [
+                [r[k] for k in ("id", "sop_uid", "destination", "state", "attempts", "last_error")]
+                for r in outbox
+            ],
         )
-    console.print(table)
+    )
     return 0
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    """A rich table of `rows`, None shown as an empty cell."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
 
 
 _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d+)$")

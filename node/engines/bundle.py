@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom.sr.codedict import codes
-
 from ..volume import Volume
-from . import Algorithm, EngineError, LabelMap, register
+from . import EngineError, LabelMap, register
 
 
 class BundleEngine:
@@ -29,20 +27,8 @@ class BundleEngine:
 
         self.bundle = bundle
         self.model = SegmentationModel(bundle, device)
-        manifest = self.bundle.manifest
         self.structures = self.bundle.structures()
-        self.algorithm = Algorithm(
-            name=manifest.name,
-            version=manifest.version,
-            family=codes.cid7162.ArtificialIntelligence,
-            kind="deep learning",
-            intended_use=manifest.intended_use,
-            parameters={
-                "architecture": manifest.architecture.name[:64],
-                "weights_sha256": manifest.weights[0].sha256[:16],
-                "device": str(self.model.device),
-            },
-        )
+        self.algorithm = bundle.algorithm(device=str(self.model.device))
 
     def segment(self, volume: Volume) -> LabelMap:
         prediction = self.model.predict(volume)
