@@ -36,6 +36,7 @@ from myonode.synthetic import abdomen_phantom
 from myonode.volume import Volume
 
 DEFAULT_BUNDLE = BUNDLES_DIR / "ct-abdominal-muscles-seed000-demo"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fresh_process_imports_s() -> float:
@@ -84,7 +85,8 @@ def run(bundle: Path, slices: int, device: str) -> None:
     volume = Volume(array=hu, geometry=geometry)
     print(f"volume 512x512x{slices} ({hu.nbytes / 2**20:.0f} MiB float32), device {device}")
     baseline = peak_rss_mib()
-    print(f"bundle {bundle}")
+    shown = bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle
+    print(f"bundle {shown}")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = Clock.now()
