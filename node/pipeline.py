@@ -21,7 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .assessment import Assessment, Prior, assess, assess_predictions
-from .encode import Device, OutputIdentity, add_absent_type2
+from .encode import Device, OutputIdentity, conform_copied_attributes
 from .encode.pdf import build_encapsulated_pdf, render_key_image, render_pdf
 from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
@@ -175,7 +175,7 @@ class Runner:
         if pipeline.task == "regression":
             return self._predict(pipeline, engine, paths, out_dir, reasons, notes, volume)
         volume = load_series(paths) if volume is None else volume
-        add_absent_type2(volume.datasets)
+        conform_copied_attributes(volume.datasets)
         label_map = engine.segment(volume)
         source = volume.datasets[0]
         assessment = assess(
@@ -236,7 +236,7 @@ class Runner:
             if len(paths) != 1:
                 raise VolumeError(f"expected one radiograph, found {len(paths)}")
             volume = load_radiograph(paths[0])
-        add_absent_type2(volume.datasets)
+        conform_copied_attributes(volume.datasets)
         source = volume.datasets[0]
         facts = patient_facts(source)
         outcome = engine.assess(volume.array[0], Clinical.from_facts(facts))

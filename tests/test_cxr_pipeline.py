@@ -178,3 +178,30 @@ def test_a_pipeline_that_cannot_run_says_why():
     with pytest.raises(PipelineUnavailable, match="engine cannot be created"):
         version_of("cxr_sarcopenia")
     assert version_of("no_such_pipeline") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "photometric"),
+    [("cxr_pa_siim.dcm", "MONOCHROME2"), ("dx_thorax_small.dcm", "MONOCHROME1")],
+)
+def test_real_radiographs_route_and_predict_with_the_demo_bundle(
+    shared_data, tmp_path, name, photometric
+):
+    """Real files, as scanners send them: an 8-bit JPEG baseline Secondary Capture CR and a
+    MONOCHROME1 DX For Presentation, routed, predicted and reported like the synthetic one."""
+    source = shared_data / "cxr" / name
+    assert pydicom.dcmread(source, stop_before_pixels=True).PhotometricInterpretation == photometric
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / name).write_bytes(source.read_bytes())
+    settings = load_settings(
+        environ={"MYONODE_ROUTING__PROFILES_DIR": str(bundle_profiles(tmp_path))}
+    )
+    report, index = process_folder(study, tmp_path / "out", settings)
+    assert report.jobs_failed == 0, index.query("SELECT error FROM jobs")
+    assert report.jobs_done == 1, index.query("SELECT reason FROM decisions")
+    sr_path = next((tmp_path / "out").rglob("sr.dcm"))
+    rows = {r.quantity: r for r in rows_from_sr(pydicom.dcmread(sr_path))}
+    for key in ("alm", "hgs", "crt"):
+        assert rows[key].value is not None and rows[f"{key}_sd"].value > 0, key
+    assert dciodvfy_errors(sr_path) == []

@@ -123,13 +123,13 @@ def _dicom_case(tmp_path: Path, phantom):
 def test_node_written_seg_is_a_training_label(tmp_path):
     """A SEG the node's own encoder wrote (tracking IDs = structure keys) reads back as the
     bundle's labels, voxel for voxel."""
-    from myonode.encode import Device, OutputIdentity, add_absent_type2
+    from myonode.encode import Device, OutputIdentity, conform_copied_attributes
     from myonode.encode.seg import build_segmentation
 
     bundle = write_bundle(tmp_path / "bundle", *_template_parts(mr_thigh_seed002(demo=True)))
     phantom = mr_thighs(4, shape=(4, 32, 64))
     volume = _dicom_case(tmp_path, phantom)
-    add_absent_type2(volume.datasets)
+    conform_copied_attributes(volume.datasets)
     label_of = {spec.key: n for n, spec in bundle.manifest.labels.items()}
     expected = phantom.relabelled(label_of)
     present = sorted(set(np.unique(expected).tolist()) - {0})

@@ -8,6 +8,7 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from myonode.encode import conform_copied_attributes
 from myonode.engines.threshold import ThresholdMuscleEngine
 from myonode.pipeline import Runner
 from myonode.results import result_rows, rows_from_sr
@@ -220,3 +221,20 @@ def test_non_latin_text_survives_in_utf8(tmp_path):
         assert dciodvfy_errors(file.path) == [], file.path.name
     sr = pydicom.dcmread(next(f.path for f in output.files if f.path.name == "sr.dcm"))
     assert "Series selection: selected: 腹部 単純 3.0" in sr_texts(sr)
+
+
+def test_copied_attributes_invalid_for_their_vr_are_left_out(caplog):
+    """A sender's PatientAge "62" (PS3.5 wants "062Y") or a StudyDate with dashes must not be
+    copied into the outputs, and must not be guessed either."""
+    ds = pydicom.Dataset()
+    with pytest.warns(UserWarning):
+        ds.PatientAge = "62"
+        ds.StudyDate = "2020-01-31"
+    ds.PatientWeight = "70.5"
+    ds.PatientSex = "F"
+    conform_copied_attributes([ds])
+    assert "PatientAge" not in ds
+    assert ds.StudyDate == ""
+    assert ds.PatientWeight == 70.5 and ds.PatientSex == "F"
+    assert ds.PatientID == "" and ds.AccessionNumber == ""  # absent Type 2: present, empty
+    assert "PatientAge '62'" in caplog.text and "StudyDate '2020-01-31'" in caplog.text

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from matplotlib import colormaps
+from pydicom import config
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import validate_value
 
 from .. import __version__
 from ..anatomy import PRIVATE_SCHEME, Structure
 from ..uids import derived_uid
+
+log = logging.getLogger(__name__)
 
 
 def structure_colours(structures: Mapping[int, Structure]) -> dict[int, tuple[float, float, float]]:
@@ -63,18 +70,46 @@ _TYPE2_COPIED = (
     "StudyID",
     "AccessionNumber",
 )
+# Type 3 attributes of the Patient Study module (PS3.3 C.7.2.2) that outputs copy if present.
+_TYPE3_COPIED = ("PatientAge", "PatientSize", "PatientWeight")
 
 
-def add_absent_type2(datasets: Sequence[Dataset]) -> None:
-    """Give source headers their absent Type 2 attributes, empty (changes them in place).
+def conform_copied_attributes(datasets: Sequence[Dataset]) -> None:
+    """Make the source attributes that outputs copy valid for them (changes them in place).
 
-    Encoders copy patient and study attributes from the sources; an absent Type 2 attribute
-    must become an empty one in the output, not an error.
+    An absent Type 2 attribute becomes empty. A value that is invalid for its VR (real
+    radiographs carry e.g. PatientAge "62" where PS3.5 requires "062Y") is emptied (Type 2) or
+    removed (Type 3), with a warning: copied as it is, it would make the SEG, SR and PDF
+    invalid, and guessing what the sender meant could make them wrong.
     """
     for ds in datasets:
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
+        for keyword in _TYPE2_COPIED + _TYPE3_COPIED:
+            if keyword in ds and not _valid_for_vr(ds[keyword]):
+                log.warning(
+                    "%s %r in %s is not a valid %s; left out of the outputs",
+                    keyword,
+                    str(ds[keyword].value),
+                    ds.get("SOPInstanceUID", "a source"),
+                    ds[keyword].VR,
+                )
+                if keyword in _TYPE2_COPIED:
+                    setattr(ds, keyword, "")
+                else:
+                    del ds[keyword]
+
+
+def _valid_for_vr(element: DataElement) -> bool:
+    values = element.value if isinstance(element.value, MultiValue) else [element.value]
+    try:
+        for value in values:
+            if value not in (None, ""):
+                validate_value(element.VR, str(value), validation_mode=config.RAISE)
+    except ValueError:
+        return False
+    return True
 
 
 def declare_private_scheme(dataset: Dataset) -> None:

@@ -20,7 +20,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, Expl
 from ..assessment import Assessment
 from ..engines import Algorithm, LabelMap
 from ..volume import Volume
-from . import Device, OutputIdentity, add_absent_type2, structure_colours, use_utf8
+from . import Device, OutputIdentity, conform_copied_attributes, structure_colours, use_utf8
 from .sr import intended_use_statement
 
 PDF_SERIES_OFFSET = 2
@@ -213,7 +213,7 @@ def build_encapsulated_pdf(
     for keyword in _PATIENT_STUDY:
         if keyword in source:
             setattr(ds, keyword, source[keyword].value)
-    add_absent_type2([ds])
+    conform_copied_attributes([ds])
     ds.SOPClassUID = EncapsulatedPDFStorage
     ds.SOPInstanceUID = identity.uid("pdf")
     ds.Modality = "DOC"
