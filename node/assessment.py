@@ -191,6 +191,7 @@ def assess(
     comparisons, notes = compare(derived, facts, region_complete)
     inputs = {
         "height_m": facts.height_m,
+        "age_years": facts.age_years,
         "l3_smi": next((d.value for d in derived if d.key == "l3_smi"), None),
         **(predicted or {}),
     }

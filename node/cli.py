@@ -205,6 +205,28 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]])
 _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d+)$")
 
 
+def cmd_reroute(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.index_path.exists():
+        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        return 1
+    if not args.study and not args.not_routed:
+        err.print("name studies by UID, or --not-routed for every study without a job")
+        return 2
+    try:
+        studies = Index(settings.index_path).reroute(args.study, args.not_routed)
+    except KeyError as exc:
+        err.print(exc.args[0])
+        return 1
+    for study_uid in studies:
+        print(study_uid)
+    err.print(
+        f"{len(studies)} studies marked for routing; the running node (or the next "
+        "`myonode serve`) routes them with its current profiles and engines"
+    )
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from .scu import SendError, describe, send_files
 
@@ -542,6 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--limit", type=int, default=20)
     status.set_defaults(func=cmd_status)
+
+    reroute = sub.add_parser(
+        "reroute", help="route studies again (e.g. after configuring a model bundle)"
+    )
+    reroute.add_argument("study", nargs="*", help="Study Instance UIDs")
+    reroute.add_argument(
+        "--not-routed", action="store_true", help="also every study that got no job"
+    )
+    reroute.set_defaults(func=cmd_reroute)
 
     send = sub.add_parser("send", help="C-STORE files or folders to a peer")
     send.add_argument("paths", nargs="+", type=Path)

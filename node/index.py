@@ -396,6 +396,43 @@ class Index:
             )
         return job_ids
 
+    def reroute(self, study_uids: Sequence[str] = (), not_routed: bool = False) -> list[str]:
+        """Mark studies changed so that the node routes them again once they are quiet (now,
+        for studies received earlier): `study_uids`, plus with `not_routed` every routed study
+        that has no job (all its series not routed or their pipelines unavailable).
+
+        Jobs already done for the same inputs and pipeline version are not repeated, so
+        re-routing is safe; it exists for what the node could not do before (a model bundle
+        configured since, a profile changed).
+        """
+        with self.transaction() as conn:
+            wanted = list(dict.fromkeys(study_uids))
+            marks = ",".join("?" * len(wanted))
+            known = {
+                row["study_uid"]
+                for row in conn.execute(
+                    f"SELECT study_uid FROM studies WHERE study_uid IN ({marks})", wanted
+                )
+            }
+            missing = [uid for uid in wanted if uid not in known]
+            if missing:
+                raise KeyError(f"no such study in the index: {', '.join(missing)}")
+            if not_routed:
+                wanted += [
+                    row["study_uid"]
+                    for row in conn.execute(
+                        """SELECT study_uid FROM studies s WHERE processed_seq = change_seq
+                               AND processed_seq > 0 AND NOT EXISTS
+                               (SELECT 1 FROM jobs j WHERE j.study_uid = s.study_uid)"""
+                    )
+                    if row["study_uid"] not in wanted
+                ]
+            conn.executemany(
+                "UPDATE studies SET change_seq = change_seq + 1 WHERE study_uid = ?",
+                [(uid,) for uid in wanted],
+            )
+        return wanted
+
     def decisions(self, study_uid: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM decisions WHERE study_uid = ? ORDER BY id", (study_uid,))
 

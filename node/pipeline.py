@@ -32,6 +32,7 @@ from .prediction import Prediction, predictions_from
 from .results import ResultRow, result_rows
 from .routing.cxr import load_radiograph
 from .routing.select import PipelineUnavailable
+from .sarcopenia import ADULT_AGE_YEARS
 from .storage import write_durably
 from .volume import Volume, VolumeError, load_series
 
@@ -239,11 +240,21 @@ class Runner:
         conform_copied_attributes(volume.datasets)
         source = volume.datasets[0]
         facts = patient_facts(source)
-        outcome = engine.assess(volume.array[0], Clinical.from_facts(facts))
-        predictions, omitted = predictions_from(outcome.estimates, facts)
-        if outcome.probability is not None:
-            predictions.append(Prediction("sarcopenia_probability", outcome.probability, None))
-        assessment = assess_predictions(facts, predictions, [*outcome.notes, *omitted, *notes])
+        if facts.age_years is not None and facts.age_years < ADULT_AGE_YEARS:
+            predictions, model_notes = (
+                [],
+                [
+                    f"The patient is {facts.age_years:.0f} years old; the model is for adults, "
+                    "so nothing is predicted."
+                ],
+            )
+        else:
+            outcome = engine.assess(volume.array[0], Clinical.from_facts(facts))
+            predictions, omitted = predictions_from(outcome.estimates, facts)
+            if outcome.probability is not None:
+                predictions.append(Prediction("sarcopenia_probability", outcome.probability, None))
+            model_notes = [*outcome.notes, *omitted]
+        assessment = assess_predictions(facts, predictions, [*model_notes, *notes])
         identity = OutputIdentity(
             source_series_uid=str(source.SeriesInstanceUID),
             pipeline=pipeline.name,

@@ -16,6 +16,11 @@ from . import codes as c
 from .engines import Estimate
 from .patient import PatientFacts
 
+# Tracking identifier of the SR group whose sarcopenia conclusions rest on predicted inputs;
+# its result rows end in PREDICTED_SUFFIX, so they never read as measured conclusions.
+PREDICTED_SARCOPENIA = "prediction:sarcopenia"
+PREDICTED_SUFFIX = "_predicted"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -80,4 +85,6 @@ def criterion_inputs(predictions: list[Prediction], facts: PatientFacts) -> dict
             inputs[prediction.target.criterion_input] = prediction.mean
     if facts.height_m:
         inputs["height_m"] = facts.height_m
+    if facts.age_years is not None:
+        inputs["age_years"] = facts.age_years
     return inputs

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 
 from . import codes as c
 from .assessment import Assessment
+from .prediction import PREDICTED_SARCOPENIA, PREDICTED_SUFFIX
 
 # (concept value, derivation value or None) -> quantity, for per-structure measurements.
 STRUCTURE_QUANTITIES = {
@@ -152,9 +153,12 @@ def result_rows(assessment: Assessment) -> list[ResultRow]:
         rows.append(ResultRow(STUDY_LEVEL, prediction.key, prediction.mean, unit))
         if prediction.sd is not None:
             rows.append(ResultRow(STUDY_LEVEL, f"{prediction.key}_sd", prediction.sd, unit))
+    suffix = PREDICTED_SUFFIX if assessment.predictions else ""
     for item in assessment.sarcopenia:
         rows.append(
-            ResultRow(STUDY_LEVEL, _sarcopenia_key(item.guideline), None, "", item.conclusion)
+            ResultRow(
+                STUDY_LEVEL, _sarcopenia_key(item.guideline) + suffix, None, "", item.conclusion
+            )
         )
     return _unique(rows)
 
@@ -223,9 +227,10 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
                     guideline = next(k for k, v in c.GUIDELINES.items() if v.value == concept)
                     value = _code(item, "ConceptCodeSequence")
                     conclusion = next(k for k, v in c.CONCLUSIONS.items() if v.value == value)
-                    rows.append(
-                        ResultRow(STUDY_LEVEL, _sarcopenia_key(guideline), None, "", conclusion)
-                    )
+                    key = _sarcopenia_key(guideline)
+                    if identifier == PREDICTED_SARCOPENIA:
+                        key += PREDICTED_SUFFIX
+                    rows.append(ResultRow(STUDY_LEVEL, key, None, "", conclusion))
                     continue
                 number = _num(item)
                 if number is None:

@@ -12,6 +12,9 @@ Cut-offs:
   ALMI < 7.0 / < 5.7 kg/m². Sarcopenia = low function and low mass.
 - CT L3 skeletal muscle index < 52.4 (men) / < 38.5 (women) cm²/m² (Prado 2008) as a CT proxy
   for low muscle quantity; EWGSOP2 accepts CT/MRI for quantity but sets no CT cut-off.
+
+All of these cut-offs were set in adults (EWGSOP2, AWGS 2019, SARC-CXR's cohorts of mean age
+61 and 72): for a patient known to be under 18 both guidelines are not evaluable.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ AWGS_GRIP = {"M": 28.0, "F": 18.0}
 AWGS_CHAIR_RISE_S = 12.0
 AWGS_ALMI = {"M": 7.0, "F": 5.7}
 PRADO_L3_SMI = {"M": 52.4, "F": 38.5}
+ADULT_AGE_YEARS = 18
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,22 @@ def _almi(inputs: Mapping[str, float | None]) -> float | None:
     return alm / height**2 if alm is not None and height else None
 
 
+def _minor(guideline: str, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment | None:
+    """Not evaluable for a patient known to be a minor (`age_years` < 18), else None."""
+    age = inputs.get("age_years")
+    if age is None or age >= ADULT_AGE_YEARS:
+        return None
+    detail = f"not evaluable: the patient is {age:.0f} years old; the cut-offs are for adults"
+    return SarcopeniaAssessment(
+        guideline, "not evaluable", (Criterion("adult patient", False, None, detail),)
+    )
+
+
 def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment:
     """EWGSOP2 from `inputs`: grip_kg, alm_kg, height_m (predicted ones flagged by
-    ``predicted=1``), l3_smi (cm²/m²)."""
+    ``predicted=1``), l3_smi (cm²/m²), age_years."""
+    if minor := _minor("EWGSOP2", inputs):
+        return minor
     predicted = bool(inputs.get("predicted"))
     strength = _below(
         "low grip strength",
@@ -117,7 +134,9 @@ def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAs
 
 
 def awgs2019(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment:
-    """AWGS 2019 from `inputs`: grip_kg, chair_rise_s, alm_kg, height_m."""
+    """AWGS 2019 from `inputs`: grip_kg, chair_rise_s, alm_kg, height_m, age_years."""
+    if minor := _minor("AWGS 2019", inputs):
+        return minor
     predicted = bool(inputs.get("predicted"))
     grip = _below(
         "low handgrip",

@@ -128,8 +128,44 @@ def test_sr_states_mean_and_sd_demo_use_and_predicted_criteria(with_bundle):
     for guideline in ("EWGSOP2", "AWGS 2019"):
         [statement] = [t for t in texts if t.startswith(guideline + ":")]
         assert "predicted" in statement and "not evaluable: grip" not in statement
-    assert rows["sarcopenia_ewgsop2"].text in ("present", "absent", "probable")
-    assert rows["sarcopenia_awgs2019"].text in ("present", "absent", "possible")
+    assert rows["sarcopenia_ewgsop2_predicted"].text in ("present", "absent", "probable")
+    assert rows["sarcopenia_awgs2019_predicted"].text in ("present", "absent", "possible")
+    assert "sarcopenia_ewgsop2" not in rows  # a predicted conclusion never reads as measured
+
+
+def test_predicted_conclusions_carry_method_and_the_models_intended_use(with_bundle):
+    """Machine-readable, not only in the text: the conclusions' group says "predicted" and
+    names the algorithm, whose parameters state intended use demo (TID 1501, TID 4019)."""
+    out, _ = with_bundle
+    sr = pydicom.dcmread(next(out.rglob("sr.dcm")))
+    [measurements] = [
+        item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"
+    ]
+    groups = {}
+    for group in measurements.ContentSequence:
+        items = [(i.ConceptNameCodeSequence[0].CodeMeaning, i) for i in group.ContentSequence]
+        [identifier] = [i.TextValue for name, i in items if name == "Tracking Identifier"]
+        groups[identifier] = items
+    assert "sarcopenia" not in groups
+    conclusions = groups["prediction:sarcopenia"]
+    [method] = [i for name, i in conclusions if name == "Measurement Method"]
+    assert method.ConceptCodeSequence[0].CodeValue == "IMGPREDICTED"
+    parameters = [i.TextValue for name, i in conclusions if name == "Algorithm Parameters"]
+    assert "intended_use=demo" in parameters
+
+
+def test_a_childs_radiograph_gets_no_prediction_and_no_adult_cut_offs(tmp_path):
+    child = Patient("CXR-3", "Phantom^Child", "M", 9, 1.32, 28.0)
+    path = write_study(tmp_path, child)
+    profiles = load_profiles([bundle_profiles(tmp_path)])
+    runner = Runner(pipelines=configured_pipelines(profiles))
+    output = runner.run("cxr_sarcopenia", [path], tmp_path / "out", volume=load_radiograph(path))
+    quantities = {r.quantity: r for r in output.result_rows()}
+    assert not {"alm", "hgs", "crt", "almi", "sarcopenia_probability"} & set(quantities)
+    assert quantities["sarcopenia_ewgsop2"].text == "not evaluable"
+    assert any("model is for adults" in n for n in output.assessment.notes)
+    texts = sr_texts(pydicom.dcmread(tmp_path / "out" / "sr.dcm"))
+    assert any("9 years old; the cut-offs are for adults" in t for t in texts)
 
 
 def test_index_rows_are_the_sr_rows(with_bundle):
@@ -181,14 +217,15 @@ def test_a_pipeline_that_cannot_run_says_why():
 
 
 @pytest.mark.parametrize(
-    ("name", "photometric"),
-    [("cxr_pa_siim.dcm", "MONOCHROME2"), ("dx_thorax_small.dcm", "MONOCHROME1")],
+    ("name", "photometric", "age"),
+    [("cxr_pa_siim.dcm", "MONOCHROME2", None), ("dx_thorax_small.dcm", "MONOCHROME1", 5)],
 )
 def test_real_radiographs_route_and_predict_with_the_demo_bundle(
-    shared_data, tmp_path, name, photometric
+    shared_data, tmp_path, name, photometric, age
 ):
-    """Real files, as scanners send them: an 8-bit JPEG baseline Secondary Capture CR and a
-    MONOCHROME1 DX For Presentation, routed, predicted and reported like the synthetic one."""
+    """Real files, as scanners send them: an 8-bit JPEG baseline Secondary Capture CR (its
+    PatientAge "62" is not valid DICOM, so the age is unknown) and a MONOCHROME1 DX For
+    Presentation of a 5-year-old, which is routed and reported but predicts nothing."""
     source = shared_data / "cxr" / name
     assert pydicom.dcmread(source, stop_before_pixels=True).PhotometricInterpretation == photometric
     study = tmp_path / "study"
@@ -203,5 +240,42 @@ def test_real_radiographs_route_and_predict_with_the_demo_bundle(
     sr_path = next((tmp_path / "out").rglob("sr.dcm"))
     rows = {r.quantity: r for r in rows_from_sr(pydicom.dcmread(sr_path))}
     for key in ("alm", "hgs", "crt"):
-        assert rows[key].value is not None and rows[f"{key}_sd"].value > 0, key
+        if age is None:
+            assert rows[key].value is not None and rows[f"{key}_sd"].value > 0, key
+        else:
+            assert key not in rows
+    if age is not None:
+        assert rows["sarcopenia_awgs2019"].text == "not evaluable"
+        assert any(f"{age} years old" in t for t in sr_texts(pydicom.dcmread(sr_path)))
     assert dciodvfy_errors(sr_path) == []
+
+
+def test_a_study_seen_before_its_bundle_was_configured_runs_after_reroute(tmp_path):
+    """Configuring a bundle does not reprocess studies by itself (re-sending identical files
+    changes nothing); `myonode reroute --not-routed` does, once, and never repeats a done job."""
+    write_study(tmp_path / "study", ELDER)
+    out = tmp_path / "out"
+    with_bundle = load_settings(
+        environ={"MYONODE_ROUTING__PROFILES_DIR": str(bundle_profiles(tmp_path))}
+    )
+    assert process_folder(tmp_path / "study", out, load_settings(environ={}))[0].jobs_done == 0
+    assert process_folder(tmp_path / "study", out, with_bundle)[0].jobs_done == 0
+
+    env = {"MYONODE_STORAGE__DATA_DIR": str(out), "PATH": "/usr/bin:/bin"}
+    assert myonode("reroute", env=env).returncode == 2  # neither studies nor --not-routed
+    assert myonode("reroute", "1.2.3.4", env=env).returncode == 1  # unknown study
+    rerouted = myonode("reroute", "--not-routed", env=env)
+    assert rerouted.returncode == 0, rerouted.stderr
+    [study_uid] = rerouted.stdout.split()
+
+    report, index = process_folder(tmp_path / "study", out, with_bundle)
+    assert report.jobs_done == 1 and report.jobs_failed == 0
+    [job] = index.query("SELECT * FROM jobs")
+    assert job["study_uid"] == study_uid and job["pipeline"] == "cxr_sarcopenia"
+    assert index.query_results(ResultFilter(pipeline="cxr_sarcopenia"))
+
+    assert myonode("reroute", study_uid, env=env).returncode == 0
+    _, index = process_folder(tmp_path / "study", out, with_bundle)
+    assert len(index.query("SELECT * FROM jobs")) == 1  # routed again, nothing run twice
+    [study] = index.query("SELECT change_seq, processed_seq FROM studies")
+    assert study["change_seq"] == study["processed_seq"]

@@ -25,3 +25,13 @@ def test_awgs2019_function_or_mass_missing():
     assert awgs2019("F", inputs).conclusion == "present"
     assert awgs2019("F", {**inputs, "chair_rise_s": 9.0, "grip_kg": 25.0}).conclusion == "absent"
     assert awgs2019(None, inputs).criteria[0].detail.endswith("sex unknown")
+
+
+def test_minors_are_not_evaluable_whatever_their_values():
+    low = {"grip_kg": 5.0, "alm_kg": 8.0, "height_m": 1.3, "chair_rise_s": 20.0}
+    for assess in (ewgsop2, awgs2019):
+        child = assess("F", {**low, "age_years": 9})
+        assert child.conclusion == "not evaluable"
+        assert "9 years old" in child.statement()
+        assert assess("F", {**low, "age_years": 18}).conclusion == "present"
+        assert assess("F", low).conclusion == "present"  # age unknown: evaluated

@@ -32,7 +32,7 @@ from .. import codes as c
 from ..assessment import Assessment, Change
 from ..engines import Algorithm
 from ..measure import StructureMeasurements
-from ..prediction import Prediction
+from ..prediction import PREDICTED_SARCOPENIA, Prediction
 from . import Device, OutputIdentity, declare_private_scheme, use_utf8
 
 SR_SERIES_OFFSET = 1
@@ -202,7 +202,14 @@ def build_report(
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
-        parameters=[f"{k}={v}" for k, v in algorithm.parameters.items()] or None,
+        parameters=[
+            f"{k}={v}"
+            for k, v in {
+                **algorithm.parameters,
+                "kind": algorithm.kind,
+                "intended_use": algorithm.intended_use,
+            }.items()
+        ],
     )
     source_series = hd.sr.SourceSeriesForSegmentation(str(source_datasets[0].SeriesInstanceUID))
     changes = {change.structure: change for change in assessment.changes}
@@ -266,16 +273,22 @@ def build_report(
         _prediction_group(p, identity, algorithm_id, source_datasets)
         for p in assessment.predictions
     ]
-    groups.append(
-        _group(
-            identity,
-            "sarcopenia",
-            qualitative_evaluations=[
-                hd.sr.QualitativeEvaluation(c.GUIDELINES[s.guideline], c.CONCLUSIONS[s.conclusion])
-                for s in assessment.sarcopenia
-            ],
+    conclusions = [
+        hd.sr.QualitativeEvaluation(c.GUIDELINES[s.guideline], c.CONCLUSIONS[s.conclusion])
+        for s in assessment.sarcopenia
+    ]
+    if assessment.predictions:  # conclusions from predicted inputs say so, and by which model
+        groups.append(
+            _group(
+                identity,
+                PREDICTED_SARCOPENIA,
+                method=c.PREDICTED,
+                algorithm_id=algorithm_id,
+                qualitative_evaluations=conclusions,
+            )
         )
-    )
+    else:
+        groups.append(_group(identity, "sarcopenia", qualitative_evaluations=conclusions))
     observer = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
