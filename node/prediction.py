@@ -83,6 +83,8 @@ def criterion_inputs(predictions: list[Prediction], facts: PatientFacts) -> dict
     for prediction in predictions:
         if prediction.target.criterion_input:
             inputs[prediction.target.criterion_input] = prediction.mean
+            if prediction.sd is not None:
+                inputs[prediction.target.criterion_input + "_sd"] = prediction.sd
     if facts.height_m:
         inputs["height_m"] = facts.height_m
     if facts.age_years is not None:

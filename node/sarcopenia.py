@@ -61,20 +61,46 @@ def _below(
     unit: str,
     missing: str,
     predicted: bool = False,
+    sd: float | None = None,
 ) -> Criterion:
     if sex is None:
         return Criterion(name, False, None, "not evaluable: sex unknown")
+    return _criterion(name, value, cut[sex], unit, missing, predicted, sd)
+
+
+def _criterion(
+    name: str,
+    value: float | None,
+    cut: float,
+    unit: str,
+    missing: str,
+    predicted: bool = False,
+    sd: float | None = None,
+    met_at_or_above: bool = False,
+) -> Criterion:
+    """Whether `value` is below `cut` (at or above it with `met_at_or_above`).
+
+    A predicted value whose standard deviation reaches across the cut-off is not evaluable:
+    the model cannot tell the side, and the mean alone would read as a confident answer.
+    """
     if value is None:
         return Criterion(name, False, None, f"not evaluable: {missing}")
-    met = value < cut[sex]
     source = "predicted " if predicted else ""
-    relation = "<" if met else "≥"
-    return Criterion(name, True, met, f"{source}{value:.1f} {unit} {relation} {cut[sex]:g}")
+    spread = f" ± {sd:.1f}" if sd is not None else ""
+    if sd is not None and abs(value - cut) < sd:
+        detail = f"not evaluable: {source}{value:.1f}{spread} {unit} spans the cut-off {cut:g}"
+        return Criterion(name, False, None, detail)
+    met = value >= cut if met_at_or_above else value < cut
+    relation = "≥" if value >= cut else "<"
+    return Criterion(name, True, met, f"{source}{value:.1f}{spread} {unit} {relation} {cut:g}")
 
 
-def _almi(inputs: Mapping[str, float | None]) -> float | None:
-    alm, height = inputs.get("alm_kg"), inputs.get("height_m")
-    return alm / height**2 if alm is not None and height else None
+def _almi(inputs: Mapping[str, float | None]) -> tuple[float | None, float | None]:
+    """ALMI and, for a predicted ALM, its SD (the height taken as exact)."""
+    alm, height, sd = inputs.get("alm_kg"), inputs.get("height_m"), inputs.get("alm_kg_sd")
+    if alm is None or not height:
+        return None, None
+    return alm / height**2, None if sd is None else sd / height**2
 
 
 def _minor(guideline: str, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment | None:
@@ -94,6 +120,7 @@ def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAs
     if minor := _minor("EWGSOP2", inputs):
         return minor
     predicted = bool(inputs.get("predicted"))
+    almi_value, almi_sd = _almi(inputs)
     strength = _below(
         "low grip strength",
         inputs.get("grip_kg"),
@@ -102,15 +129,17 @@ def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAs
         "kg",
         "grip strength is not in the images or header",
         predicted,
+        inputs.get("grip_kg_sd"),
     )
     almi = _below(
         "low ALMI",
-        _almi(inputs),
+        almi_value,
         EWGSOP2_ALMI,
         sex,
         "kg/m²",
         "appendicular lean mass (or height) not available",
         predicted,
+        almi_sd,
     )
     smi = _below(
         "low L3 SMI (CT proxy, Prado 2008)",
@@ -138,6 +167,7 @@ def awgs2019(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaA
     if minor := _minor("AWGS 2019", inputs):
         return minor
     predicted = bool(inputs.get("predicted"))
+    almi_value, almi_sd = _almi(inputs)
     grip = _below(
         "low handgrip",
         inputs.get("grip_kg"),
@@ -146,27 +176,27 @@ def awgs2019(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaA
         "kg",
         "grip strength is not in the images or header",
         predicted,
+        inputs.get("grip_kg_sd"),
     )
-    chair = inputs.get("chair_rise_s")
-    if chair is None:
-        rise = Criterion("slow chair rise", False, None, "not evaluable: chair-rise time absent")
-    else:
-        met = chair >= AWGS_CHAIR_RISE_S
-        source = "predicted " if predicted else ""
-        rise = Criterion(
-            "slow chair rise",
-            True,
-            met,
-            f"{source}{chair:.1f} s {'≥' if met else '<'} {AWGS_CHAIR_RISE_S:g}",
-        )
+    rise = _criterion(
+        "slow chair rise",
+        inputs.get("chair_rise_s"),
+        AWGS_CHAIR_RISE_S,
+        "s",
+        "chair-rise time absent",
+        predicted,
+        inputs.get("chair_rise_s_sd"),
+        met_at_or_above=True,
+    )
     mass = _below(
         "low ALMI",
-        _almi(inputs),
+        almi_value,
         AWGS_ALMI,
         sex,
         "kg/m²",
         "appendicular lean mass (or height) not available",
         predicted,
+        almi_sd,
     )
     function = [c for c in (grip, rise) if c.evaluable]
     low_function = any(c.met for c in function) if function else None

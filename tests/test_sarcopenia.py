@@ -35,3 +35,17 @@ def test_minors_are_not_evaluable_whatever_their_values():
         assert "9 years old" in child.statement()
         assert assess("F", {**low, "age_years": 18}).conclusion == "present"
         assert assess("F", low).conclusion == "present"  # age unknown: evaluated
+
+
+def test_a_prediction_whose_sd_spans_the_cut_off_is_not_evaluable():
+    """Predicted grip 17 ± 3 kg against the women's EWGSOP2 cut-off 16 kg could be either
+    side: no conclusion. 25 ± 3 kg is clearly above it."""
+    base = {"predicted": 1, "alm_kg": 20.0, "alm_kg_sd": 1.0, "height_m": 1.6}
+    unsure = ewgsop2("F", {**base, "grip_kg": 17.0, "grip_kg_sd": 3.0})
+    assert unsure.conclusion == "not evaluable"
+    assert "predicted 17.0 ± 3.0 kg spans the cut-off 16" in unsure.statement()
+    sure = ewgsop2("F", {**base, "grip_kg": 25.0, "grip_kg_sd": 3.0})
+    assert sure.conclusion == "absent" and "predicted 25.0 ± 3.0 kg ≥ 16" in sure.statement()
+    slow = awgs2019("F", {**base, "grip_kg": 25.0, "chair_rise_s": 12.5, "chair_rise_s_sd": 2.0})
+    [rise] = [c for c in slow.criteria if c.name == "slow chair rise"]
+    assert not rise.evaluable and "spans the cut-off 12" in rise.detail
