@@ -10,6 +10,7 @@ from pydicom.data import get_testdata_file
 from myonode.inputs import load_inputs
 from myonode.routing import folder_studies, load_profiles, route_rows
 from myonode.routing.cxr import load_radiograph, pixel_spacing, view_position
+from myonode.volume import VolumeError
 
 PROFILES = load_profiles()
 
@@ -59,6 +60,21 @@ def test_real_dx_monochrome1_is_frontal_and_loaded_inverted(shared_data):
     files = {unit.series_uid: [path]}
     loaded = load_inputs(routing.jobs[0].inputs, lambda uid: files[uid])
     assert np.allclose(loaded.array, volume.array)
+
+
+def test_inverse_presentation_lut_on_monochrome2_is_inverted_and_multiframe_refused(
+    shared_data, tmp_path
+):
+    source = pydicom.dcmread(shared_data / "cxr" / "cxr_pa_siim.dcm")
+    plain = load_radiograph(shared_data / "cxr" / "cxr_pa_siim.dcm").array
+    source.PresentationLUTShape = "INVERSE"
+    source.save_as(tmp_path / "inverse.dcm")
+    assert np.allclose(load_radiograph(tmp_path / "inverse.dcm").array, 255 - plain)
+    source.PresentationLUTShape = "IDENTITY"
+    source.NumberOfFrames = 2
+    source.save_as(tmp_path / "frames.dcm")
+    with pytest.raises(VolumeError, match="must be one frame, it has 2"):
+        load_radiograph(tmp_path / "frames.dcm")
 
 
 def test_lateral_never_reaches_the_pa_model(shared_data, tmp_path):
