@@ -11,13 +11,31 @@ Layout (MONAI bundle specification, plus a ``myonode`` section in the metadata):
 The manifest says what the weights expect (channels, spacing, intensity window), what their
 labels mean (structure keys of `myonode.anatomy`, with codes), where they come from (training
 provenance, validation metrics) and what they may be used for (demo / research / clinical).
-Loading verifies every weights file against its sha256 before anything is deserialised.
+
+What is trusted: the manifest. It lists the sha256 of `configs/inference.json`,
+`configs/train.json` (`configs`) and of every weights file (`weights`); metadata.json holds the
+manifest and cannot hash itself, so the manifest is what a site reviews, signs or pins.
+`load_bundle` reads each config file once, checks those bytes against the manifest and only
+then parses them as JSON; a config file that is missing from the manifest or differs from it
+is refused before MONAI sees it. A checksum proves only that a file is the one the manifest
+names, not that it is harmless, so every config must also pass `checked_config`: no ``$``
+expressions (MONAI evaluates them as Python), no ``%`` macros (they read other files), and
+``_target_`` only for classes of MONAI networks, losses, inferers and transforms (no I/O
+transforms), `torch.nn` and `torch.optim`, or the node's own `myonode.models.networks`.
+Every MONAI `ConfigParser` the node builds goes through `config_parser`, which applies it.
+Weights are read once: the bytes that were hashed are the bytes deserialised
+(`verified_weights`), torch state with ``weights_only=True``; a pickle (seed 004's forest) is
+unpickled only after its checksum matched, which is why a manifest must come from someone
+the site trusts.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
+import pydoc
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +55,29 @@ MONAI_SCHEMA = (
 )
 
 
+CONFIGS = (INFERENCE, TRAIN)  # hashed in the manifest's `configs`
+
+# `_target_` of a bundle config must resolve (as MONAI resolves it) to a class whose module
+# starts with one of these, or to a function of the node's own networks module. Refused
+# inside them: MONAI's I/O transforms (they read and write files) and lambdas.
+ALLOWED_TARGETS = (
+    "monai.networks.",
+    "monai.losses.",
+    "monai.inferers.",
+    "monai.transforms.",
+    "torch.nn.",
+    "torch.optim.",
+    "myonode.models.networks.",
+)
+DENIED_TARGETS = ("monai.transforms.io.",)
+DENIED_NAMES = ("Lambda", "Save", "Load", "Write")
+NETWORK_FUNCTIONS = "myonode.models.networks."
+ALLOWED_MODES = ("default", "callable", "partial")
+
+
 class BundleError(ValueError):
-    """A bundle is missing, malformed or its weights do not match their checksum."""
+    """A bundle is missing or malformed, a file does not match its checksum, or a config
+    uses something the node does not allow."""
 
 
 class _Strict(BaseModel):
@@ -138,6 +177,7 @@ class Manifest(_Strict):
     labels: dict[int, LabelSpec] = Field(default_factory=dict)
     targets: dict[str, TargetSpec] = Field(default_factory=dict)
     architecture: Architecture
+    configs: dict[str, str] = Field(default_factory=dict)  # bundle-relative path -> sha256
     weights: list[WeightsFile] = Field(default_factory=list)
     training: Provenance | None = None
     validation: Validation | None = None
@@ -150,6 +190,9 @@ class Manifest(_Strict):
             raise ValueError("a regression bundle needs targets")
         if 0 in self.labels:
             raise ValueError("label 0 is background and cannot name a structure")
+        unknown = set(self.configs) - {str(c) for c in CONFIGS}
+        if unknown:
+            raise ValueError(f"configs may only list {[str(c) for c in CONFIGS]}: {unknown}")
         return self
 
 
@@ -174,13 +217,156 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Bundle:
-    """A bundle folder whose manifest has been validated (weights are verified separately)."""
+def _refuse_target(source: str, where: str, target: Any, why: str) -> BundleError:
+    return BundleError(
+        f"{source} {where}: _target_ {target!r} refused ({why}); bundle configs may only "
+        f"instantiate classes under {', '.join(ALLOWED_TARGETS)} (not {DENIED_TARGETS[0]}*, "
+        "lambdas or savers/loaders) or functions of myonode.models.networks"
+    )
 
-    def __init__(self, root: Path, manifest: Manifest, inference: dict[str, Any]) -> None:
+
+_LOCATOR = None
+
+
+def _resolve_target(target: Any, where: str, source: str) -> str:
+    """The full dotted path MONAI would instantiate for `target`, if the allow-list permits it."""
+    global _LOCATOR
+    if not isinstance(target, str) or not target:
+        raise _refuse_target(source, where, target, "not a name")
+    path = target
+    if "." not in target:  # MONAI looks short names up among the loaded monai modules
+        if _LOCATOR is None:
+            import monai  # noqa: F401  (loads the submodules the locator scans)
+            from monai.bundle.config_item import ComponentLocator
+
+            _LOCATOR = ComponentLocator()
+        module = _LOCATOR.get_component_module_name(target)
+        if module is None:
+            raise _refuse_target(source, where, target, "not a MONAI component")
+        path = f"{module[0] if isinstance(module, list) else module}.{target}"
+    if not path.startswith(ALLOWED_TARGETS) or path.startswith(DENIED_TARGETS):
+        raise _refuse_target(source, where, target, f"{path} is outside the allow-list")
+    try:
+        obj = pydoc.locate(path)
+    except Exception as exc:  # an import error inside an allowed package
+        raise _refuse_target(source, where, target, f"cannot import {path}: {exc}") from exc
+    if obj is None:
+        raise _refuse_target(source, where, target, f"{path} does not exist")
+    # Attribute chains can reach other modules (e.g. "torch.nn.functional.torch.load"): the
+    # object itself must be defined inside the allow-list.
+    module = getattr(obj, "__module__", None) or ""
+    name = getattr(obj, "__name__", "")
+    defined = f"{module}."
+    if not defined.startswith(ALLOWED_TARGETS) or defined.startswith(DENIED_TARGETS):
+        raise _refuse_target(source, where, target, f"{path} is defined in {module or '?'}")
+    if name.startswith(DENIED_NAMES) or "Lambda" in name:
+        raise _refuse_target(source, where, target, f"{name} is refused by name")
+    if not (inspect.isclass(obj) or (inspect.isfunction(obj) and defined == NETWORK_FUNCTIONS)):
+        raise _refuse_target(source, where, target, f"{path} is not a class")
+    return path
+
+
+def checked_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """`config` with every ``_target_`` replaced by the full path it resolves to, or
+    `BundleError` when it holds a ``$`` expression, a ``%`` macro, an unknown ``_mode_`` or a
+    ``_target_`` outside the allow-list. Resolving targets here, once, means MONAI's own
+    short-name lookup never decides what is instantiated."""
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, str):
+            if node.startswith("$"):
+                raise BundleError(
+                    f"{source} {where}: expression {node[:80]!r} refused; bundle configs may "
+                    "not contain $ expressions (MONAI evaluates them as Python)"
+                )
+            if node.startswith("%"):
+                raise BundleError(
+                    f"{source} {where}: macro {node[:80]!r} refused; bundle configs may not "
+                    "pull in other files (% macros)"
+                )
+            return node
+        if isinstance(node, list):
+            return [walk(item, f"{where}[{n}]") for n, item in enumerate(node)]
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise BundleError(f"{source} {where}: non-string key {key!r}")
+                inner = f"{where}.{key}" if where else key
+                if key == "_target_":
+                    out[key] = _resolve_target(value, where or "(top)", source)
+                elif key == "_mode_" and value not in ALLOWED_MODES:
+                    raise BundleError(
+                        f"{source} {inner}: _mode_ {value!r} refused (allowed: {ALLOWED_MODES})"
+                    )
+                else:
+                    out[key] = walk(value, inner)
+            return out
+        return copy.deepcopy(node)
+
+    if not isinstance(config, dict):
+        raise BundleError(f"{source} is not a JSON object")
+    return walk(config, "")
+
+
+def config_parser(config: dict[str, Any], source: str = "config"):
+    """A MONAI `ConfigParser` over `config` once it passed `checked_config`; the node builds
+    no other."""
+    from monai.bundle import ConfigParser
+
+    return ConfigParser(checked_config(config, source))
+
+
+def _config_hashes(root: Path) -> dict[str, str]:
+    return {str(rel): sha256_of(root / rel) for rel in CONFIGS if (root / rel).is_file()}
+
+
+def _verified_configs(root: Path, manifest: Manifest) -> dict[Path, dict[str, Any]]:
+    """Each config file read once, its bytes checked against the manifest's sha256, and only
+    then parsed as JSON and checked against the allow-list."""
+    configs = {}
+    for rel in CONFIGS:
+        path = root / rel
+        expected = manifest.configs.get(str(rel))
+        if not path.is_file():
+            if expected is not None or rel == INFERENCE:
+                raise BundleError(f"{root} has no {rel} (the manifest lists it)")
+            continue
+        if expected is None:
+            raise BundleError(
+                f"{path} has no sha256 in the manifest (myonode.configs): refusing to read a "
+                "config the manifest does not vouch for"
+            )
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise BundleError(
+                f"checksum mismatch for {path}: manifest sha256 {expected}, file {actual}; "
+                "refusing to parse a config that is not the one the manifest describes"
+            )
+        try:
+            parsed = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+        configs[rel] = checked_config(parsed, str(rel))
+    return configs
+
+
+class Bundle:
+    """A bundle whose manifest is validated and whose configs matched their sha256 and the
+    allow-list (weights are verified separately, by `verified_weights`)."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: Manifest,
+        inference: dict[str, Any],
+        train: dict[str, Any] | None = None,
+    ) -> None:
         self.root = root
         self.manifest = manifest
         self.inference = inference
+        self.train = train
 
     @property
     def has_weights(self) -> bool:
@@ -207,8 +393,9 @@ class Bundle:
         """Label value -> the node's structure, checked against the manifest's codes."""
         return {label: _structure_for(spec) for label, spec in self.manifest.labels.items()}
 
-    def verified_weights(self) -> dict[str, Path]:
-        """Every weights file, checked against its sha256; refuses any mismatch."""
+    def verified_weights(self) -> dict[str, bytes]:
+        """Every weights file's bytes, read once and checked against its sha256; refuses any
+        mismatch. Deserialise these bytes, never the file again (it could change between)."""
         if not self.manifest.weights:
             raise BundleError(f"bundle {self.root} has no weights (train it first)")
         verified = {}
@@ -218,21 +405,22 @@ class Bundle:
                 raise BundleError(f"weights path {entry.path!r} leaves the bundle folder")
             if not path.is_file():
                 raise BundleError(f"weights file {path} listed in the manifest is missing")
-            actual = sha256_of(path)
+            data = path.read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
             if actual != entry.sha256:
                 raise BundleError(
                     f"checksum mismatch for {path}: manifest sha256 {entry.sha256}, file "
                     f"{actual}; refusing to load weights that are not the ones the manifest "
                     "describes"
                 )
-            verified[entry.path] = path
+            verified[entry.path] = data
         return verified
 
     def train_config(self) -> dict[str, Any]:
-        path = self.root / TRAIN
-        if not path.is_file():
-            raise BundleError(f"{path} is missing: this bundle has no training recipe")
-        return json.loads(path.read_text())
+        """configs/train.json as verified by `load_bundle` (not read again)."""
+        if self.train is None:
+            raise BundleError(f"{self.root / TRAIN} is missing: this bundle has no training recipe")
+        return copy.deepcopy(self.train)
 
     def readme(self) -> str:
         path = self.root / README
@@ -252,9 +440,7 @@ def _structure_for(spec: LabelSpec) -> Structure:
     return structure
 
 
-def load_bundle(root: Path | str) -> Bundle:
-    """Read and validate a bundle's manifest and inference config (weights not yet read)."""
-    root = Path(root)
+def _read_manifest(root: Path) -> Manifest:
     metadata_path = root / METADATA
     if not metadata_path.is_file():
         raise BundleError(f"{root} is not a bundle: {METADATA} is missing")
@@ -269,13 +455,20 @@ def load_bundle(root: Path | str) -> Bundle:
                 f"{metadata_path}: top-level {key!r} ({metadata[key]!r}) disagrees with the "
                 f"myonode manifest ({getattr(manifest, key)!r})"
             )
-    inference_path = root / INFERENCE
-    if not inference_path.is_file():
-        raise BundleError(f"{root} has no {INFERENCE}")
-    inference = json.loads(inference_path.read_text())
+    return manifest
+
+
+def load_bundle(root: Path | str) -> Bundle:
+    """Read and validate a bundle's manifest, then its configs: each checked against its
+    sha256 in the manifest before it is parsed, and against the allow-list after (weights not
+    yet read)."""
+    root = Path(root)
+    manifest = _read_manifest(root)
+    configs = _verified_configs(root, manifest)
+    inference = configs[INFERENCE]
     if "network_def" not in inference:
-        raise BundleError(f"{inference_path} has no network_def")
-    bundle = Bundle(root, manifest, inference)
+        raise BundleError(f"{root / INFERENCE} has no network_def")
+    bundle = Bundle(root, manifest, inference, configs.get(TRAIN))
     bundle.structures()  # unknown keys or mismatched codes fail here, not mid-job
     return bundle
 
@@ -362,19 +555,44 @@ def write_bundle(
     train: dict[str, Any] | None,
     readme: str,
 ) -> Bundle:
-    """Write a bundle's configs and docs (weights are added by training)."""
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    write_metadata(root, manifest)
-    (root / INFERENCE).write_text(json.dumps(inference, indent=2) + "\n")
+    """Write a bundle's configs and docs, the configs' sha256 in its manifest (weights are
+    added by training). Configs outside the allow-list are refused before anything is written."""
+    checked_config(inference, str(INFERENCE))
     if train is not None:
-        (root / TRAIN).write_text(json.dumps(train, indent=2) + "\n")
+        checked_config(train, str(TRAIN))
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / INFERENCE).parent.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for rel, config in ((INFERENCE, inference), (TRAIN, train)):
+        if config is None:
+            continue
+        data = (json.dumps(config, indent=2) + "\n").encode()
+        (root / rel).write_bytes(data)
+        hashes[str(rel)] = hashlib.sha256(data).hexdigest()
+    write_metadata(root, manifest.model_copy(update={"configs": hashes}))
     (root / README).parent.mkdir(parents=True, exist_ok=True)
     (root / README).write_text(readme)
     return load_bundle(root)
 
 
+def record_configs(root: Path | str) -> Manifest:
+    """Record the sha256 of the bundle's config files as they are now in its manifest, after
+    checking them against the allow-list. This vouches for the files: review them first (it
+    is how the committed demo bundles got their config checksums without retraining)."""
+    root = Path(root)
+    manifest = _read_manifest(root)
+    for rel in CONFIGS:
+        if (root / rel).is_file():
+            checked_config(json.loads((root / rel).read_bytes()), str(rel))
+    updated = manifest.model_copy(update={"configs": _config_hashes(root)})
+    write_metadata(root, updated)
+    load_bundle(root)
+    return updated
+
+
 def record_weights(root: Path, manifest: Manifest, files: dict[str, str]) -> Manifest:
-    """List weights files (bundle-relative path -> format) with their sha256 in the manifest."""
+    """List weights files (bundle-relative path -> format) with their sha256 in the manifest.
+    The config checksums stay those of `manifest` (a bundle loaded, so verified, before)."""
     entries = [
         WeightsFile(path=rel, sha256=sha256_of(root / rel), format=fmt)  # type: ignore[arg-type]
         for rel, fmt in files.items()

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, EnsureTyped
@@ -43,6 +42,7 @@ from .bundle import (
     BundleError,
     Provenance,
     Validation,
+    config_parser,
     load_bundle,
     record_weights,
     write_metadata,
@@ -98,9 +98,8 @@ class CxrModel:
             self.members[target] = networks
         self.forest = None
         if FOREST in weights:
-            # Unpickling runs code: only after the checksum above matched the manifest.
-            with weights[FOREST].open("rb") as handle:
-                self.forest = pickle.load(handle)
+            # Unpickling runs code: only the bytes whose checksum matched the manifest above.
+            self.forest = pickle.loads(weights[FOREST])
         self.algorithm = bundle.algorithm()
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
@@ -218,7 +217,9 @@ def _fit_member(
     """One ensemble member: Gaussian NLL, Adam + cosine annealing, early stopping."""
     torch.manual_seed(seed)
     network = build_network(bundle).to(device)
-    optimizer = ConfigParser(config).get_parsed_content("optimizer")(network.parameters())
+    optimizer = config_parser(config, "configs/train.json").get_parsed_content("optimizer")(
+        network.parameters()
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     loss_fn = torch.nn.GaussianNLLLoss()
     batch = int(config.get("batch_size", 32))
@@ -312,7 +313,7 @@ def train_cxr(
     prepared = {id(c): torch.from_numpy(radiograph(c.image, spec))[None] for c in cases}
     images = torch.stack([prepared[id(c)] for c in train_cases])
     val_images = torch.stack([prepared[id(c)] for c in val_cases])
-    parser = ConfigParser(config)
+    parser = config_parser(config, "configs/train.json")
     augmentation = parser.get_parsed_content("augmentation") if "augmentation" in config else []
     transform = Compose([*augmentation, EnsureTyped(keys=["image"], track_meta=False)])
     epochs = options.epochs or int(config.get("epochs", 100))

@@ -12,6 +12,7 @@ resampled back to the source grid before the argmax, so labels land on the sourc
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 
 from myonode.volume import Volume
 
-from .bundle import Bundle, BundleError
+from .bundle import Bundle, BundleError, config_parser
 from .preprocess import (
     normalizer,
     orientation_of,
@@ -53,17 +53,20 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def build_network(bundle: Bundle) -> torch.nn.Module:
-    """The bundle's `network_def` instantiated by MONAI's config parser (weights not loaded)."""
-    parser = ConfigParser(bundle.inference)
+    """The bundle's `network_def` instantiated by MONAI's config parser (weights not loaded);
+    the config was checked against its sha256 and the allow-list by `load_bundle`, and is
+    checked against the allow-list again here."""
+    parser = config_parser(bundle.inference, f"{bundle.root}/configs/inference.json")
     try:
         return parser.get_parsed_content("network_def")
     except Exception as exc:  # MONAI wraps import and argument errors differently
         raise BundleError(f"cannot build the network of {bundle.root}: {exc}") from exc
 
 
-def load_state(path, device: torch.device) -> dict[str, Any]:
-    """Tensors only (``weights_only``): a state file cannot run code when it is read."""
-    return torch.load(path, map_location=device, weights_only=True)
+def load_state(data: bytes, device: torch.device) -> dict[str, Any]:
+    """Tensors only (``weights_only``) from the bytes `Bundle.verified_weights` hashed: a
+    state file cannot run code when it is read, and is not read a second time."""
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class InferenceSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> InferenceSettings:
-        parser = ConfigParser(config)
+        parser = config_parser(config, "configs/inference.json")
         inferer = parser.get_parsed_content("inferer")
         if not isinstance(inferer, SlidingWindowInferer):
             raise BundleError("inference.json 'inferer' must be a SlidingWindowInferer")
@@ -114,9 +117,9 @@ class SegmentationModel:
             raise BundleError(f"{bundle.root} is a {bundle.manifest.task} bundle")
         self.bundle = bundle
         self.spec = bundle.manifest.input
+        weights = bundle.verified_weights()  # before any config is instantiated
         self.settings = InferenceSettings.from_config(bundle.inference)
         self.device = resolve_device(device)
-        weights = bundle.verified_weights()
         network = build_network(bundle)
         network.load_state_dict(load_state(next(iter(weights.values())), self.device))
         self.network = network.to(self.device).eval()

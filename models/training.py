@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset, list_data_collate
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
@@ -43,6 +42,7 @@ from .bundle import (
     BundleError,
     Provenance,
     Validation,
+    config_parser,
     load_bundle,
     record_weights,
     write_metadata,
@@ -199,7 +199,7 @@ def train_segmentation(
     cases = load_cases(data_dir, bundle)
     train_cases, val_cases = split_cases(cases, float(config.get("val_fraction", 0.2)))
     samples = training_samples(train_cases, bundle, settings, rng)
-    parser = ConfigParser(config)
+    parser = config_parser(config, "configs/train.json")
     augmentation = parser.get_parsed_content("augmentation") if "augmentation" in config else []
     transform = Compose(
         [*augmentation, EnsureTyped(keys=["image", "label"], dtype=torch.float32, track_meta=False)]

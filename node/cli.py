@@ -536,6 +536,10 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         f"{manifest.name} {manifest.version}: {manifest.task}, {manifest.modality}, "
         f"intended use {manifest.intended_use}; {len(weights)} weights file(s) match their sha256"
     )
+    console.print(
+        f"configs {', '.join(sorted(manifest.configs))} match their sha256 and use only "
+        "allowed components (no $ expressions)"
+    )
     if manifest.validation:
         console.print(f"validation ({manifest.validation.data}): {manifest.validation.metrics}")
     return 0
