@@ -73,7 +73,9 @@ def _readme(manifest: Manifest, recipe: str, limits: list[str]) -> str:
         f"## Input\n\n`{manifest.input.model_dump_json()}`\n\n## Outputs\n\n{outputs}\n\n"
         f"## Training recipe\n\n{recipe}\n\n"
         "Training provenance and validation metrics are in `configs/metadata.json` "
-        "(`myonode.training`, `myonode.validation`).\n\n"
+        "(`myonode.training`, `myonode.validation`), with the sha256 of `configs/inference.json`, "
+        "`configs/train.json` (`myonode.configs`) and of every weights file (`myonode.weights`); "
+        "loading refuses a file that differs.\n\n"
         "## Limitations\n\n" + "\n".join(f"- {line}" for line in limits) + "\n"
     )
 
