@@ -156,9 +156,153 @@ def test_committed_demo_bundles_verify_and_are_small(name):
     assert bundle.manifest.intended_use == "demo"
     assert bundle.manifest.training is not None
     assert "generated" in bundle.manifest.training.data
-    for path in bundle.verified_weights().values():
-        assert path.stat().st_size < 2 * 1024 * 1024
+    assert set(bundle.manifest.configs) == {"configs/inference.json", "configs/train.json"}
+    for data in bundle.verified_weights().values():
+        assert len(data) < 2 * 1024 * 1024
     assert "Demo only" in bundle.readme()
+    assert "myonode.configs" in bundle.readme()
+
+
+@pytest.mark.parametrize("name", DEMO_BUNDLES)
+def test_bundle_verify_reports_configs_and_weights(name, capsys):
+    from myonode.cli import main
+
+    assert main(["bundle", "verify", str(BUNDLES_DIR / name)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "configs/inference.json, configs/train.json match their sha256" in out
+    assert "weights file(s) match their sha256" in out
+
+
+def _inject(config_path: Path, marker: Path) -> None:
+    """The reviewer's attack: a `$` expression in the inferer that creates `marker`."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    config["inferer"]["sw_batch_size"] = (
+        f"$__import__('pathlib').Path({str(marker)!r}).write_text('ran') and 8"
+    )
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _rehash(bundle: Path) -> None:
+    """What an attacker who can also edit the manifest does: make the checksum match."""
+    import hashlib
+    import json
+
+    metadata_path = bundle / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    for rel in metadata["myonode"]["configs"]:
+        digest = hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
+        metadata["myonode"]["configs"][rel] = digest
+    metadata_path.write_text(json.dumps(metadata, indent=2))
+
+
+def test_altered_inference_config_is_refused_before_it_is_parsed(demo_copy, tmp_path, capsys):
+    from myonode.cli import main
+
+    marker = tmp_path / "expression-ran"
+    _inject(demo_copy / "configs" / "inference.json", marker)
+    weights = demo_copy / "models" / "model.pt"  # corrupted too, as in the report
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(BundleError, match=r"checksum mismatch for .*inference\.json"):
+        load_bundle(demo_copy)
+    with pytest.raises(EngineError, match=r"checksum mismatch for .*inference\.json"):
+        create_engine(f"bundle:{demo_copy}")
+    assert main(["bundle", "verify", str(demo_copy)]) == 1
+    assert "inference.json" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_config_missing_from_the_manifest_is_refused(demo_copy):
+    import json
+
+    metadata_path = demo_copy / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata["myonode"]["configs"]["configs/train.json"]
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=r"train\.json has no sha256 in the manifest"):
+        load_bundle(demo_copy)
+
+
+@pytest.mark.parametrize(
+    "network_def, refused",
+    [
+        ({"_target_": "os.system", "command": "touch MARKER"}, "outside the allow-list"),
+        ({"_target_": "builtins.exec", "source": "open('MARKER', 'w')"}, "outside the allow"),
+        ({"_target_": "torch.nn.functional.torch.load", "f": "MARKER"}, "defined in torch.ser"),
+        ({"_target_": "eval", "source": "open('MARKER', 'w')"}, "not a MONAI component"),
+        ({"_target_": "LoadImaged", "keys": ["MARKER"]}, "outside the allow-list"),
+        ({"_target_": "monai.networks.utils.save_state", "src": {}, "path": "MARKER"}, "class"),
+        ({"_target_": "torch.nn.Identity", "_mode_": "debug"}, "_mode_ 'debug' refused"),
+        ({"_target_": "torch.nn.Identity", "x": "%MARKER.json#a"}, "% macros"),
+    ],
+)
+def test_config_outside_the_allow_list_is_refused_even_with_matching_checksum(
+    demo_copy, network_def, refused, monkeypatch, tmp_path
+):
+    import json
+
+    from myonode.models.bundle import record_configs
+
+    monkeypatch.chdir(tmp_path)
+    path = demo_copy / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["network_def"] = network_def
+    path.write_text(json.dumps(config))
+    _rehash(demo_copy)
+    with pytest.raises(BundleError, match=refused):
+        load_bundle(demo_copy)
+    with pytest.raises(BundleError, match=refused):
+        record_configs(demo_copy)  # the node will not vouch for it either
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_expression_is_refused_even_with_matching_checksum(demo_copy, tmp_path):
+    marker = tmp_path / "expression-ran"
+    _inject(demo_copy / "configs" / "inference.json", marker)
+    _rehash(demo_copy)
+    with pytest.raises(BundleError, match=r"\$ expressions"):
+        SegmentationModel(load_bundle(demo_copy))
+    with pytest.raises(EngineError, match=r"\$ expressions"):
+        create_engine(f"bundle:{demo_copy}")
+    assert not marker.exists()
+
+
+def test_write_bundle_refuses_a_config_outside_the_allow_list(tmp_path):
+    from myonode.models.bundle import write_bundle
+    from myonode.models.templates import ct_muscle_seed000
+
+    template = ct_muscle_seed000(demo=True)
+    train = {**template.train, "loss": "$__import__('os').getcwd()"}
+    with pytest.raises(BundleError, match=r"train\.json loss: expression"):
+        write_bundle(tmp_path / "b", template.manifest, template.inference, train, "")
+    assert not (tmp_path / "b").exists()
+
+
+def test_weights_are_deserialised_from_the_bytes_that_were_hashed(tmp_path, monkeypatch):
+    """A weights file swapped after its checksum matched is never read: the pickle that
+    would create `marker` replaces the verified forest between hashing and loading."""
+    import pickle
+
+    from myonode.models.bundle import Bundle
+    from myonode.models.cxr import FOREST, CxrModel
+
+    bundle_dir = tmp_path / "cxr"
+    shutil.copytree(BUNDLES_DIR / "cxr-sarcopenia-seed004-demo", bundle_dir)
+    marker = tmp_path / "unpickled"
+    verified = Bundle.verified_weights
+
+    def verify_then_swap(self):
+        result = verified(self)
+        (bundle_dir / FOREST).write_bytes(
+            pickle.dumps(type("Evil", (), {"__reduce__": lambda s: (open, (str(marker), "w"))})())
+        )
+        return result
+
+    monkeypatch.setattr(Bundle, "verified_weights", verify_then_swap)
+    model = CxrModel(load_bundle(bundle_dir), "cpu")
+    assert not marker.exists()
+    assert hasattr(model.forest, "predict_proba")
 
 
 @pytest.mark.parametrize("name", list(DEMO_SEGMENTATION))
