@@ -10,7 +10,11 @@ normalisation, left/right mirroring for seed 001), so what is learned is what ru
 
 A checkpoint is written after every epoch to ``<bundle>/train/checkpoint.pt``; `resume=True`
 continues from it. At the end the weights go to ``models/model.pt``, their sha256, the
-training provenance and the validation metrics (held-out cases) into the manifest.
+training provenance and the validation metrics (held-out cases) into the manifest. (Seed 004
+regression bundles train in `cxr`: ``train/ensembles_checkpoint.pt`` per finished ensemble
+member, then ``models/ensembles.pt`` and ``models/sarcopenia_rf.pkl``.) The configs' sha256
+recorded when the bundle was written stay in the manifest; every config is parsed through
+`bundle.config_parser` (allow-listed, no ``$`` expressions).
 """
 
 from __future__ import annotations
