@@ -71,7 +71,7 @@ def test_compose_services_ports_and_volumes_match_the_configuration():
         "viewer": {node_config["viewer"]["port"]},
     }
     for name, service in services.items():
-        assert {int(p.split(":")[1]) for p in service["ports"]} == container_ports[name], name
+        assert {int(p.split(":")[-1]) for p in service["ports"]} == container_ports[name], name
         for volume in service.get("volumes", []):
             source, target = volume.split(":")[:2]
             if source.startswith("."):
@@ -82,6 +82,9 @@ def test_compose_services_ports_and_volumes_match_the_configuration():
     assert "orthanc-db:/var/lib/orthanc/db-v6" in services["orthanc"]["volumes"]
     assert SITE["StorageDirectory"] == "/var/lib/orthanc/db-v6"
     assert f"node-data:{node_config['storage']['data_dir']}" in services["node"]["volumes"]
+    # HTTP without authentication is published on the host's loopback only.
+    assert "127.0.0.1:8080:8080" in services["node"]["ports"]
+    assert services["viewer"]["ports"] == ["127.0.0.1:3000:3000"]
     # The viewer runs the node's image; the node image is what the node service builds.
     assert services["viewer"]["image"] == services["node"]["image"]
     assert services["viewer"]["command"] == shlex.split(
@@ -90,6 +93,13 @@ def test_compose_services_ports_and_volumes_match_the_configuration():
     for name in ("orthanc", "node"):
         build = services[name]["build"]
         assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_bare_metal_configuration_binds_unauthenticated_http_to_loopback():
+    """The dashboard, API, /metrics and the viewer have no authentication (deploy/README.md:
+    a reverse proxy in front)."""
+    config = yaml.safe_load((REPO / "deploy" / "myonode.yaml").read_text())
+    assert config["http"]["bind"] == config["viewer"]["bind"] == "127.0.0.1"
 
 
 def test_compose_services_find_each_other():
