@@ -7,11 +7,13 @@ authorisation token, no stored credentials):
 
 - a study becomes STABLE: its series of the configured modalities that the node did not
   write and that were not already forwarded with the same instance count are sent to the
-  node's DICOM modality as one asynchronous Orthanc job (a failed job is resubmitted with a
-  growing delay);
-- then the node's REST API is polled for the study's status, which is written to the
-  study's `MyoNodeStatus` metadata until the node reports a final state. The node sends its
-  results (SEG, SR, PDF) back with C-STORE, so they land in the same study.
+  node's DICOM modality as one asynchronous Orthanc job (a submission that fails and a failed
+  job are retried with a growing delay; an event whose handling fails is retried a few times,
+  then logged);
+- once the job succeeded, the node's REST API is polled for the study's status, which is
+  written to the study's `MyoNodeStatus` metadata until the node reports a final state (or
+  "not received by the node" after `MissingPolls` answers 404). The node sends its results
+  (SEG, SR, PDF) back with C-STORE, so they land in the same study.
 
 Studies still being followed are kept in an Orthanc global property, so a restart of Orthanc
 resumes following them. Needs the `MyoNode` configuration section (see archive.json) and
@@ -32,7 +34,10 @@ import pyorthanc
 STATUS = "MyoNodeStatus"  # study metadata: the node's status for the study
 FORWARDED = "MyoNodeForwarded"  # series metadata: instance count when last forwarded
 PENDING_PROPERTY = 5120  # global property: studies being followed, as JSON
-OWN_MANUFACTURER = "myonode"
+# The node's outputs' Manufacturer (myonode.encode.Device.manufacturer; the plugin cannot
+# import the node): their series are never sent back to it.
+OWN_MANUFACTURER = "myonode project"
+EVENT_ATTEMPTS = 5  # tries to handle one Orthanc event before it is logged and dropped
 
 
 class Forwarder:
@@ -43,7 +48,8 @@ class Forwarder:
         self.modalities = set(section.get("Modalities", ["CT", "MR", "CR", "DX"]))
         self.poll_s = float(section.get("PollSeconds", 5))
         self.retry_max_s = float(section.get("RetryMaxSeconds", 300))
-        self.events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.missing_polls = int(section.get("MissingPolls", 12))
+        self.events: queue.Queue[tuple[str, str, int]] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, name="myonode-forwarder")
         self.pending: dict[str, dict] = {}
@@ -63,16 +69,34 @@ class Forwarder:
 
     def step(self) -> None:
         changed = False
+        failed = []
         while not self.events.empty():
-            kind, study_id = self.events.get_nowait()
-            if kind == "stable":
-                changed |= self.forward(study_id)
-            elif self.pending.pop(study_id, None) is not None:
-                changed = True
+            kind, study_id, attempts = self.events.get_nowait()
+            try:
+                if kind == "stable":
+                    changed |= self.forward(study_id)
+                elif self.pending.pop(study_id, None) is not None:
+                    changed = True
+            except Exception as exc:  # e.g. Orthanc busy: handle the event again next step
+                changed = True  # forward() may have recorded the study before failing
+                if attempts + 1 < EVENT_ATTEMPTS:
+                    failed.append((kind, study_id, attempts + 1))
+                    what = "retrying"
+                else:
+                    what = "dropped"
+                orthanc.LogWarning(
+                    f"myonode: {kind} study {study_id}, {what}: {type(exc).__name__}: {exc}"
+                )
+        for event in failed:
+            self.events.put(event)
         now = time.time()
         for study_id, record in list(self.pending.items()):
             if record["next"] <= now:
-                self.follow(study_id, record)
+                try:
+                    self.follow(study_id, record)
+                except Exception as exc:  # keep following the others; this one later
+                    orthanc.LogWarning(f"myonode: study {study_id}: {type(exc).__name__}: {exc}")
+                    self._retry_later(record)
                 changed = True
         if changed:
             orthanc.SetGlobalProperty(PENDING_PROPERTY, json.dumps(self.pending))
@@ -81,41 +105,65 @@ class Forwarder:
         """Send the study's new or grown series to the node; return whether it is followed."""
         try:
             study = self.client.get_studies_id(study_id)
-        except httpx.HTTPError:  # deleted since it became stable
-            return False
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:  # deleted since it became stable
+                return False
+            raise
         wanted = {}
         for series_id in study["Series"]:
-            series = self.client.get_series_id(series_id)
+            try:
+                series = self.client.get_series_id(series_id)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:  # deleted meanwhile
+                    continue
+                raise
             tags = series["MainDicomTags"]
             if tags.get("Modality") not in self.modalities:
                 continue
-            if tags.get("Manufacturer") == OWN_MANUFACTURER:
+            if tags.get("Manufacturer", "").strip() == OWN_MANUFACTURER:
                 continue
             count = len(series["Instances"])
             if self._metadata("series", series_id).get(FORWARDED) != str(count):
                 wanted[series_id] = count
         if not wanted:
             return False
-        self.pending[study_id] = {
+        # Followed from here on: sent only once Orthanc's job for it is known to have succeeded.
+        self.pending[study_id] = record = {
             "uid": study["MainDicomTags"]["StudyInstanceUID"],
             "series": wanted,
             "job": None,
+            "sent": False,
             "attempts": 0,
+            "missing": 0,
             "next": 0.0,
         }
-        self.submit(study_id, self.pending[study_id])
+        self.submit(study_id, record)
         return True
 
     def submit(self, study_id: str, record: dict) -> None:
-        job = self.client.post_modalities_id_store(
-            self.modality, json={"Resources": list(record["series"]), "Synchronous": False}
-        )
+        """Start the forwarding job; if Orthanc refuses, try again later with backoff."""
+        record["job"] = None
+        try:
+            job = self.client.post_modalities_id_store(
+                self.modality, json={"Resources": list(record["series"]), "Synchronous": False}
+            )
+        except httpx.HTTPError as exc:
+            self.label(study_id, f"forwarding failed ({type(exc).__name__})")
+            orthanc.LogWarning(f"myonode: forwarding study {study_id}: {exc}")
+            self._retry_later(record)
+            return
         record["job"] = job["ID"]
         self.label(study_id, "forwarding to the node")
 
     def follow(self, study_id: str, record: dict) -> None:
         """Advance one followed study: its forwarding job, then the node's status."""
-        if record["job"] is not None and not self._forwarded(study_id, record):
+        # Records saved before "sent" existed: a job was pending, or it had succeeded.
+        record.setdefault("sent", record["job"] is None)
+        if not record["sent"]:
+            if record["job"] is None:
+                self.submit(study_id, record)
+            elif self._forwarded(study_id, record):
+                record["attempts"] = 0
             return
         try:
             response = httpx.get(f"{self.node_url}/api/studies/{record['uid']}", timeout=10)
@@ -126,7 +174,12 @@ class Forwarder:
             self._retry_later(record)
             return
         study = {"status": "sent to the node", "final": False}
-        if response.status_code != 404:
+        if response.status_code == 404:
+            record["missing"] = record.get("missing", 0) + 1
+            if record["missing"] >= self.missing_polls:  # the node lost or refused it
+                study = {"status": "not received by the node", "final": True}
+        else:
+            record["missing"] = 0
             study = response.json()
         record["attempts"], record["next"] = 0, time.time() + self.poll_s
         if not self.label(study_id, study["status"]) or study["final"]:
@@ -144,7 +197,7 @@ class Forwarder:
                     self.client.put_series_id_metadata_name(series_id, FORWARDED, str(count))
                 except httpx.HTTPError:
                     pass  # the series was deleted meanwhile
-            record["job"] = None
+            record["job"], record["sent"] = None, True
             self.label(study_id, "sent to the node")
             return True
         if job["State"] == "Failure":  # e.g. the node is down: resubmit, then back off
@@ -182,9 +235,9 @@ class Forwarder:
                 self.thread.join()
         elif level == orthanc.ResourceType.STUDY:
             if change_type == orthanc.ChangeType.STABLE_STUDY:
-                self.events.put(("stable", resource_id))
+                self.events.put(("stable", resource_id, 0))
             elif change_type == orthanc.ChangeType.DELETED:
-                self.events.put(("deleted", resource_id))
+                self.events.put(("deleted", resource_id, 0))
 
 
 forwarder = Forwarder(json.loads(orthanc.GetConfiguration()))
