@@ -72,6 +72,37 @@ def abdomen_phantom(
     return array.astype(np.float32), geometry
 
 
+def _new_instance(
+    sop_class: str, sop_uid: str, modality: str, patient: Patient, today: dt.date
+) -> Dataset:
+    """File meta, SOP identity, dates and the patient module every generated instance has."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = today.strftime("%Y%m%d")
+    ds.Modality = modality
+    ds.Manufacturer = "myonode synthetic"
+    ds.ReferringPhysicianName = ""
+    ds.PatientName = patient.name
+    ds.PatientID = patient.patient_id
+    ds.PatientSex = patient.sex or ""
+    ds.PatientBirthDate = ""
+    if patient.age_years is not None:
+        ds.PatientAge = f"{patient.age_years:03d}Y"
+    if patient.height_m is not None:
+        ds.PatientSize = f"{patient.height_m:.2f}"
+    if patient.weight_kg is not None:
+        ds.PatientWeight = f"{patient.weight_kg:.1f}"
+    return ds
+
+
 def write_ct_series(
     hu: np.ndarray,
     geometry: Geometry,
@@ -91,36 +122,14 @@ def write_ct_series(
     paths = []
     for k in range(hu.shape[0]):
         sop_uid = derived_uid(seed, "instance", str(k))
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds = _new_instance(CTImageStorage, sop_uid, "CT", patient, today)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = today.strftime("%Y%m%d")
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
         ds.AccessionNumber = "MYO0001"
-        ds.Modality = "CT"
-        ds.Manufacturer = "myonode synthetic"
-        ds.ReferringPhysicianName = ""
         ds.StudyDescription = "CT ABDOMEN"
         ds.SeriesDescription = "Abdomen 3.0 B30f"
-        ds.PatientName = patient.name
-        ds.PatientID = patient.patient_id
-        ds.PatientSex = patient.sex or ""
-        ds.PatientBirthDate = ""
         if patient.age_years is not None:
             ds.PatientBirthDate = f"{today.year - patient.age_years}0101"
-            ds.PatientAge = f"{patient.age_years:03d}Y"
-        if patient.height_m is not None:
-            ds.PatientSize = f"{patient.height_m:.2f}"
-        if patient.weight_kg is not None:
-            ds.PatientWeight = f"{patient.weight_kg:.1f}"
         ds.BodyPartExamined = "ABDOMEN"
         ds.SliceThickness = f"{geometry.spacing[2]:g}"
         ds.KVP = "120"
@@ -170,35 +179,12 @@ def write_radiograph(
     presentation (MONOCHROME2, 0.5 mm detector pixels) with seed-derived UIDs."""
     today = dt.date(2026, 1, 15)
     sop_uid = derived_uid(seed, "instance")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = _new_instance(DigitalXRayImageStorageForPresentation, sop_uid, "DX", patient, today)
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = today.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "093000"
     ds.AccessionNumber = "MYOCXR1"
-    ds.Modality = "DX"
-    ds.Manufacturer = "myonode synthetic"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "XR CHEST"
     ds.SeriesDescription = "Thorax PA"
-    ds.PatientName = patient.name
-    ds.PatientID = patient.patient_id
-    ds.PatientSex = patient.sex or ""
-    ds.PatientBirthDate = ""
-    if patient.age_years is not None:
-        ds.PatientAge = f"{patient.age_years:03d}Y"
-    if patient.height_m is not None:
-        ds.PatientSize = f"{patient.height_m:.2f}"
-    if patient.weight_kg is not None:
-        ds.PatientWeight = f"{patient.weight_kg:.1f}"
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = "PA"
     ds.PatientOrientation = ["L", "F"]
