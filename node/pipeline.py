@@ -55,6 +55,15 @@ class Pipeline:
     task: Literal["segmentation", "regression"] = "segmentation"
     needs: str = ""
 
+    def output_identity(self, source: Dataset, engine: Engine) -> OutputIdentity:
+        """What this pipeline's outputs for `source`'s series are numbered and named by."""
+        return OutputIdentity(
+            source_series_uid=str(source.SeriesInstanceUID),
+            pipeline=self.name,
+            pipeline_version=pipeline_version(engine),
+            series_number_base=self.series_number_base,
+        )
+
 
 PIPELINES: dict[str, Pipeline] = {
     "ct_muscle": Pipeline(
@@ -183,12 +192,7 @@ class Runner:
             volume, label_map, str(source.get("Modality", "")), patient_facts(source), priors
         )
         assessment.notes.extend(notes)
-        identity = OutputIdentity(
-            source_series_uid=str(source.SeriesInstanceUID),
-            pipeline=pipeline.name,
-            pipeline_version=pipeline_version(engine),
-            series_number_base=pipeline.series_number_base,
-        )
+        identity = pipeline.output_identity(source, engine)
         numbers = segment_numbers(label_map)
         seg = (
             build_segmentation(volume, label_map, engine.algorithm, identity, self.device)
@@ -207,14 +211,8 @@ class Runner:
             reasons,
             slices_are_sources=volume.slices_are_sources,
         )
-        title = f"Muscle report: {pipeline.title}"
-        pdf = build_encapsulated_pdf(
-            render_pdf(volume, label_map, assessment, engine.algorithm, title),
-            source,
-            identity,
-            self.device,
-            title,
-            derived_from=[sr],
+        pdf = self._pdf(
+            f"Muscle report: {pipeline.title}", volume, label_map, assessment, engine, identity, sr
         )
         if seg is not None:  # for the dashboard; not an output that is sent anywhere
             write_durably(out_dir / OVERLAY_PNG, render_key_image(volume, label_map))
@@ -255,12 +253,7 @@ class Runner:
                 predictions.append(Prediction("sarcopenia_probability", outcome.probability, None))
             model_notes = [*outcome.notes, *omitted]
         assessment = assess_predictions(facts, predictions, [*model_notes, *notes])
-        identity = OutputIdentity(
-            source_series_uid=str(source.SeriesInstanceUID),
-            pipeline=pipeline.name,
-            pipeline_version=pipeline_version(engine),
-            series_number_base=pipeline.series_number_base,
-        )
+        identity = pipeline.output_identity(source, engine)
         sr = build_report(
             volume.datasets,
             None,
@@ -272,17 +265,31 @@ class Runner:
             pipeline.procedure,
             reasons,
         )
-        title = f"Report: {pipeline.title}"
         nothing = LabelMap(labels=np.zeros((0, 0, 0), dtype=np.uint8), structures={})
-        pdf = build_encapsulated_pdf(
-            render_pdf(volume, nothing, assessment, engine.algorithm, title),
-            source,
+        pdf = self._pdf(
+            f"Report: {pipeline.title}", volume, nothing, assessment, engine, identity, sr
+        )
+        return JobOutput(_write(out_dir, sr=sr, report=pdf), assessment)
+
+    def _pdf(
+        self,
+        title: str,
+        volume: Volume,
+        label_map: LabelMap,
+        assessment: Assessment,
+        engine: Engine,
+        identity: OutputIdentity,
+        sr: Dataset,
+    ) -> Dataset:
+        """The visual report, an Encapsulated PDF in the study that names the SR it restates."""
+        return build_encapsulated_pdf(
+            render_pdf(volume, label_map, assessment, engine.algorithm, title),
+            volume.datasets[0],
             identity,
             self.device,
             title,
             derived_from=[sr],
         )
-        return JobOutput(_write(out_dir, sr=sr, report=pdf), assessment)
 
 
 def _write(out_dir: Path, **datasets: Dataset | None) -> list[OutputFile]:
