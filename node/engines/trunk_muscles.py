@@ -161,6 +161,7 @@ class _Window:
     tissue: np.ndarray  # erector muscle mask, clear of bone
     deep: np.ndarray  # psoas and quadratus muscle mask, clear of bone
     allowed: np.ndarray  # beneath the outer wall surface, not bone
+    bone_rim: np.ndarray  # bone and the voxels touching it
     depth: np.ndarray
     under_sheet: np.ndarray
 
@@ -190,6 +191,9 @@ def _erector(
     own &= frame.forward >= -r - 60.0
     es = fill_muscle(split_bulges(grown, own, spacing_ji), w.allowed & region, spacing_ji)
     es &= w.under_sheet
+    # A voxel touching the posterior elements straddles the bone surface (cortex,
+    # periosteum, the tendinous attachments of multifidus and rotatores): not muscle.
+    es &= ~w.bone_rim
     return es, grown & ~es & (frame.forward <= -r - 15.0)
 
 
@@ -295,6 +299,7 @@ def posterior_groups(
             tissue=muscle[k][box] & clear,
             deep=deep_muscle[k][box] & clear,
             allowed=beneath & ~bone_k,
+            bone_rim=ndimage.binary_dilation(bone_k, np.ones((3, 3), dtype=bool)),
             depth=depth[k][box],
             under_sheet=np.nan_to_num(depth[k][box], nan=-1.0) >= sheet_mm,
         )
