@@ -252,6 +252,27 @@ def _quadratus(
     return fill_muscle(ql, w.allowed & region, spacing_ji)
 
 
+def _erector_along_z(
+    erector: np.ndarray, muscle: np.ndarray, windows: dict[int, _Window]
+) -> np.ndarray:
+    """One side's erector spinae made consistent from slice to slice.
+
+    The erector spinae and multifidus run the length of the lumbar and lower thoracic
+    column, so their section changes little from one slice to the next. On a slice with
+    both neighbours, muscle tissue that is erector on the slices above and below is
+    erector here too (a fat streak or a thin fascia stopped the growth on this slice
+    alone), and what is erector on neither of them is an outgrowth of this slice alone (a
+    bridge into a neighbouring muscle, the fascia, a vessel) and is not."""
+    out = erector.copy()
+    for k, w in windows.items():
+        if k - 1 not in windows or k + 1 not in windows:
+            continue
+        above, below = erector[k + 1][w.box], erector[k - 1][w.box]
+        tissue = muscle[k][w.box] & w.allowed & w.under_sheet & ~w.bone_rim
+        out[k][w.box] = (erector[k][w.box] | (above & below & tissue)) & (above | below)
+    return out
+
+
 def posterior_groups(
     muscle: np.ndarray,
     deep_muscle: np.ndarray,
@@ -311,6 +332,8 @@ def posterior_groups(
                 groups[f"psoas_{side}"][k][box] = _psoas(w, side, es, spacing_ji)
     for side in SIDES:
         groups[f"psoas_{side}"] = psoas_along_z(groups[f"psoas_{side}"], spacing)
+        key = f"erector_spinae_{side}"
+        groups[key] = _erector_along_z(groups[key], muscle, windows)
     for k, w in windows.items():
         if not abdominal[k]:
             continue
