@@ -252,24 +252,22 @@ def _quadratus(
     return fill_muscle(ql, w.allowed & region, spacing_ji)
 
 
-def _erector_along_z(
-    erector: np.ndarray, muscle: np.ndarray, windows: dict[int, _Window]
-) -> np.ndarray:
-    """One side's erector spinae made consistent from slice to slice.
+def _along_z(mask: np.ndarray, muscle: np.ndarray, windows: dict[int, _Window]) -> np.ndarray:
+    """One side's erector spinae or psoas made consistent from slice to slice.
 
-    The erector spinae and multifidus run the length of the lumbar and lower thoracic
-    column, so their section changes little from one slice to the next. On a slice with
-    both neighbours, muscle tissue that is erector on the slices above and below is
-    erector here too (a fat streak or a thin fascia stopped the growth on this slice
-    alone), and what is erector on neither of them is an outgrowth of this slice alone (a
-    bridge into a neighbouring muscle, the fascia, a vessel) and is not."""
-    out = erector.copy()
+    The erector spinae with the multifidus and the psoas run along the lumbar column, so
+    their section changes little from one slice to the next. On a slice with both
+    neighbours, `muscle` tissue that belongs to the muscle on the slices above and below
+    belongs to it here too (a fat streak or a thin fascia stopped the growth on this slice
+    alone), and what belongs to it on neither of them is an outgrowth of this slice alone
+    (a bridge into a neighbouring muscle, a fascia, a vessel, the crus) and does not."""
+    out = mask.copy()
     for k, w in windows.items():
         if k - 1 not in windows or k + 1 not in windows:
             continue
-        above, below = erector[k + 1][w.box], erector[k - 1][w.box]
+        above, below = mask[k + 1][w.box], mask[k - 1][w.box]
         tissue = muscle[k][w.box] & w.allowed & w.under_sheet & ~w.bone_rim
-        out[k][w.box] = (erector[k][w.box] | (above & below & tissue)) & (above | below)
+        out[k][w.box] = (mask[k][w.box] | (above & below & tissue)) & (above | below)
     return out
 
 
@@ -332,8 +330,10 @@ def posterior_groups(
                 groups[f"psoas_{side}"][k][box] = _psoas(w, side, es, spacing_ji)
     for side in SIDES:
         groups[f"psoas_{side}"] = psoas_along_z(groups[f"psoas_{side}"], spacing)
-        key = f"erector_spinae_{side}"
-        groups[key] = _erector_along_z(groups[key], muscle, windows)
+        erector = groups[f"erector_spinae_{side}"] = _along_z(
+            groups[f"erector_spinae_{side}"], muscle, windows
+        )
+        groups[f"psoas_{side}"] = _along_z(groups[f"psoas_{side}"], deep_muscle, windows) & ~erector
     for k, w in windows.items():
         if not abdominal[k]:
             continue
