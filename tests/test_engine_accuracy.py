@@ -11,23 +11,23 @@ from myonode.reference_cases import CASES, evaluate_case
 
 # (case, comparison) -> minimum Dice
 FLOORS = {
-    ("upper_abdomen_ct", "deep back muscles L"): 0.85,
-    ("upper_abdomen_ct", "deep back muscles R"): 0.84,
-    ("upper_abdomen_ct", "psoas L"): 0.74,
-    ("upper_abdomen_ct", "psoas R"): 0.78,
+    ("upper_abdomen_ct", "deep back muscles L"): 0.87,
+    ("upper_abdomen_ct", "deep back muscles R"): 0.86,
+    ("upper_abdomen_ct", "psoas L"): 0.79,
+    ("upper_abdomen_ct", "psoas R"): 0.80,
     ("upper_abdomen_ct", "total skeletal muscle"): 0.83,
     ("totalseg_dicom_series", "deep back muscles L"): 0.76,
     ("totalseg_dicom_series", "deep back muscles R"): 0.78,
-    ("lumbar_mr", "paraspinal L (multifidus + erector spinae)"): 0.84,
-    ("lumbar_mr", "paraspinal R (multifidus + erector spinae)"): 0.81,
-    ("lumbar_mr", "multifidus L"): 0.70,
-    ("lumbar_mr", "multifidus R"): 0.65,
+    ("lumbar_mr", "paraspinal L (multifidus + erector spinae)"): 0.85,
+    ("lumbar_mr", "paraspinal R (multifidus + erector spinae)"): 0.82,
+    ("lumbar_mr", "multifidus L"): 0.72,
+    ("lumbar_mr", "multifidus R"): 0.67,
     ("lumbar_mr", "erector spinae L"): 0.83,
-    ("lumbar_mr", "erector spinae R"): 0.72,
+    ("lumbar_mr", "erector spinae R"): 0.75,
     ("lumbar_mr", "psoas L"): 0.90,
     ("lumbar_mr", "psoas R"): 0.85,
-    ("lumbar_mr", "quadratus lumborum L"): 0.67,
-    ("lumbar_mr", "quadratus lumborum R"): 0.55,
+    ("lumbar_mr", "quadratus lumborum L"): 0.70,
+    ("lumbar_mr", "quadratus lumborum R"): 0.58,
 }
 
 
