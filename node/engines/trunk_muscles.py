@@ -57,6 +57,7 @@ class SliceFrame:
 
 FLOOR_BIN_MM = 2.0
 FLOOR_REACH_MM = 120.0
+GUTTER_MM = 10.0  # the transversospinalis layer on the laminae (rotatores, deep multifidus)
 
 
 def posterior_floor(
@@ -162,6 +163,7 @@ class _Window:
     deep: np.ndarray  # psoas and quadratus muscle mask, clear of bone
     allowed: np.ndarray  # beneath the outer wall surface, not bone
     bone_rim: np.ndarray  # bone and the voxels touching it
+    bone_mm: np.ndarray  # distance to the nearest bone, mm
     depth: np.ndarray
     under_sheet: np.ndarray
 
@@ -191,6 +193,14 @@ def _erector(
     own &= frame.forward >= -r - 60.0
     es = fill_muscle(split_bulges(grown, own, spacing_ji), w.allowed & region, spacing_ji)
     es &= w.under_sheet
+    if floor is not None:
+        # The transversospinalis (rotatores, deep multifidus) lies on the laminae and
+        # the spinous process, thin and streaked with fat, so that growth of muscle
+        # thickness stops short of the bone. Where the modality shows the posterior
+        # elements, tissue within that layer of them that touches the erector is grown
+        # on with a finer radius.
+        gutter = w.tissue & region & w.under_sheet & (w.bone_mm <= GUTTER_MM)
+        es |= grow_from(gutter | es, es, 1.5, spacing_ji) & gutter
     # A voxel touching the posterior elements straddles the bone surface (cortex,
     # periosteum, the tendinous attachments of multifidus and rotatores): not muscle.
     es &= ~w.bone_rim
@@ -319,6 +329,11 @@ def posterior_groups(
             deep=deep_muscle[k][box] & clear,
             allowed=beneath & ~bone_k,
             bone_rim=ndimage.binary_dilation(bone_k, np.ones((3, 3), dtype=bool)),
+            bone_mm=(
+                ndimage.distance_transform_edt(~bone_k, sampling=spacing_ji)
+                if bone_k.any()
+                else np.full(bone_k.shape, np.inf)
+            ),
             depth=depth[k][box],
             under_sheet=np.nan_to_num(depth[k][box], nan=-1.0) >= sheet_mm,
         )
