@@ -38,6 +38,7 @@ from .trunk_muscles import SIDES, SliceFrame, posterior_groups
 
 VERSION = "0.1.0"
 DEEP_MUSCLE_BELOW = 0.25
+SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
 
 _LUMBAR: tuple[tuple[str, Structure], ...] = (
     *((f"multifidus_{s.side}", s) for s in MULTIFIDUS_SIDES),
@@ -171,6 +172,12 @@ def lumbar_groups(
         paraspinal = compartment(
             masks.pop(f"erector_spinae_{side}"), smooth < DEEP_MUSCLE_BELOW, beneath & outside
         )
+        # The spinous process with its interspinous and supraspinous ligaments fills the
+        # midline between the two multifidi; on T2 it is as dark as muscle, so its half
+        # width is kept free by anatomy.
+        for k in np.nonzero(spine.present)[0]:
+            frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
+            paraspinal[k] &= frame.toward(side) >= SPINOUS_HALF_WIDTH_MM
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
             paraspinal, smooth, spine, spacing, side
         )
