@@ -93,6 +93,17 @@ class Storescp:
         return sorted(p for p in self.directory.iterdir() if p.is_file())
 
 
+def myonode(*args: object, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run the `myonode` command line in a process of its own, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "myonode.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 def scanner_sends(paths: list[Path], called_aet: str, port: int) -> None:
     """C-STORE files as a scanner would: dcmtk storescu, a process of its own."""
     require_tool("storescu")

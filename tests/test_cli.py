@@ -12,20 +12,11 @@ from support import (
     RESULT_MODALITIES,
     Storescp,
     free_port,
+    myonode,
     received_modalities,
     wait_for_port,
     wait_until,
 )
-
-
-def myonode(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "myonode.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def test_config_show_prints_effective_yaml(tmp_path, monkeypatch):

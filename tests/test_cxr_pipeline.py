@@ -3,8 +3,6 @@ says why; with the committed demo bundle a radiograph gives an SR and a PDF (no 
 predictions are labelled demo and predicted, and read back as the index's rows."""
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from myonode.routing.profiles import builtin_profiles_dir, configured_pipelines,
 from myonode.routing.select import PipelineUnavailable
 from myonode.synthetic import Patient, write_radiograph
 
-from support import sr_texts
+from support import myonode, sr_texts
 
 BUNDLE = Path(__file__).parents[1] / "models" / "bundles" / "cxr-sarcopenia-seed004-demo"
 TARGETS = ("alm", "hgs", "crt", "almi")
@@ -44,16 +42,6 @@ def bundle_profiles(tmp_path: Path) -> Path:
         profile + f"output:\n  engine: bundle:{BUNDLE}\n"
     )
     return directory
-
-
-def myonode(*args, env):
-    return subprocess.run(
-        [sys.executable, "-m", "myonode.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def test_without_a_bundle_nothing_runs_and_every_view_says_why(tmp_path):

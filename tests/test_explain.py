@@ -2,8 +2,6 @@
 
 import json
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -19,15 +17,7 @@ from myonode.routing.profiles import (
 )
 from myonode.synthetic import write_mixed_ct_study
 
-
-def myonode(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "myonode.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+from support import myonode
 
 
 def test_explain_folder_table_and_json(tmp_path):

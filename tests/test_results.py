@@ -1,8 +1,6 @@
 """Results: the index query, the REST API, an archive (real Orthanc) and change since prior."""
 
 import json
-import subprocess
-import sys
 import urllib.request
 
 import pydicom
@@ -13,7 +11,7 @@ from myonode.scu import describe, send_files
 from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
 
 from conftest import make_settings
-from support import Orthanc, sr_texts, wait_until
+from support import Orthanc, myonode, sr_texts, wait_until
 
 PATIENT = Patient(patient_id="MYO-LONG-1", sex="F", age_years=66, height_m=1.62, weight_kg=70.0)
 
@@ -48,15 +46,6 @@ def process(tmp_path, node_factory, orthanc, name, paths):
     )
     wait_until(lambda: node.index.counts()["outbox"].get("sent") == 3, timeout=120)
     return node
-
-
-def myonode(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "myonode.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
