@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from myonode.processes import stop_process
 from myonode.synthetic import abdomen_phantom, write_ct_series
 from myonode.volume import Geometry
 
@@ -71,15 +71,6 @@ def send_with_storescu(port: int, called: str, files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def stop(process: subprocess.Popen) -> None:
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def bench_storescp(workdir: Path, files: list[Path]) -> float:
     port = free_port()
     out = workdir / "storescp"
@@ -94,7 +85,7 @@ def bench_storescp(workdir: Path, files: list[Path]) -> float:
         wait_for_port(port)
         seconds = send_with_storescu(port, "STORESCP", files)
     finally:
-        stop(process)
+        stop_process(process)
     assert len(list(out.iterdir())) == len(files), "storescp did not store every instance"
     return seconds
 
@@ -121,7 +112,7 @@ def bench_node(workdir: Path, files: list[Path]) -> float:
         wait_for_port(port)
         seconds = send_with_storescu(port, "MYONODE", files)
     finally:
-        stop(process)
+        stop_process(process)
     stored = list((workdir / "node" / "instances").rglob("*.dcm"))
     assert len(stored) == len(files), "the node did not store every instance"
     return seconds

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from myonode.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "deploy" / "systemd"
 # (unit file, name, the port that tells it is up)
@@ -121,13 +123,7 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: floa
 
 def stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
     for _name, process in reversed(processes):
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process(process)
 
 
 def main(argv: list[str] | None = None) -> int:
