@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ..anatomy import Structure
@@ -32,9 +33,33 @@ class Algorithm:
     intended_use: IntendedUse
     parameters: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def classical(
+        cls,
+        name: str,
+        version: str,
+        parameters: dict[str, str],
+        intended_use: IntendedUse = "research",
+    ) -> Algorithm:
+        """A weight-free image-analysis engine: family Morphological Operations (CID 7162)."""
+        return cls(
+            name=name,
+            version=version,
+            family=codes.cid7162.MorphologicalOperations,
+            kind="classical",
+            intended_use=intended_use,
+            parameters=parameters,
+        )
+
     @property
     def label(self) -> str:
         return f"{self.name} {self.version} ({self.kind}, intended use: {self.intended_use})"
+
+
+# What every classical engine's report says first.
+CLASSICAL_NOTE = (
+    "Classical engine (no trained model), research use only; not validated for clinical use."
+)
 
 
 @dataclass

@@ -14,7 +14,6 @@ never guessed.
 from __future__ import annotations
 
 import numpy as np
-from pydicom.sr.codedict import codes
 from scipy import ndimage
 
 from ..anatomy import (
@@ -29,7 +28,7 @@ from ..anatomy import (
     Structure,
 )
 from ..volume import Volume
-from . import Algorithm, LabelMap, register
+from . import CLASSICAL_NOTE, Algorithm, LabelMap, register
 from .body_wall import wall_band
 from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from .morphology import disk, largest_component, slice_disk, smooth_in_plane
@@ -54,7 +53,7 @@ _GROUPS: tuple[tuple[str, Structure], ...] = (
 )
 
 NOTES_ALWAYS = (
-    "Classical engine (no trained model), research use only; not validated for clinical use.",
+    CLASSICAL_NOTE,
     "Erector spinae includes the multifidus (transversospinalis): CT does not separate them.",
     "Gluteus minimus is not separated from gluteus medius.",
 )
@@ -63,13 +62,10 @@ NOTES_ALWAYS = (
 class ClassicalCtEngine:
     """Muscle groups on CT from attenuation ranges, fat planes and skeletal landmarks."""
 
-    algorithm = Algorithm(
-        name="myonode-classical-ct",
-        version=VERSION,
-        family=codes.cid7162.MorphologicalOperations,
-        kind="classical",
-        intended_use="research",
-        parameters={
+    algorithm = Algorithm.classical(
+        "myonode-classical-ct",
+        VERSION,
+        {
             "muscle_hu": f"{MUSCLE_HU[0]:g}..{MUSCLE_HU[1]:g}",
             "fat_hu": f"{FAT_HU[0]:g}..{FAT_HU[1]:g}",
         },

@@ -11,7 +11,6 @@ note. Fat fraction is not computed here: the measurement layer takes it from the
 from __future__ import annotations
 
 import numpy as np
-from pydicom.sr.codedict import codes
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
@@ -27,7 +26,7 @@ from ..anatomy import (
     Structure,
 )
 from ..volume import Volume
-from . import Algorithm, LabelMap, register
+from . import CLASSICAL_NOTE, Algorithm, LabelMap, register
 from .body_wall import wall_band
 from .landmarks_ct import Spine
 from .landmarks_mr import MUSCLE_BELOW, body_mask_mr, fat_likeness, find_spine_mr
@@ -51,19 +50,13 @@ _THIGH: tuple[tuple[str, Structure], ...] = (
     *((f"medial_{s.side}", s) for s in THIGH_MEDIAL),
     *((f"posterior_{s.side}", s) for s in THIGH_POSTERIOR),
 )
-NOTE = "Classical engine (no trained model), research use only; not validated for clinical use."
 
 
 class ClassicalMrEngine:
     """Lumbar and thigh muscles on MR from fat-likeness, fat planes and landmarks."""
 
-    algorithm = Algorithm(
-        name="myonode-classical-mr",
-        version=VERSION,
-        family=codes.cid7162.MorphologicalOperations,
-        kind="classical",
-        intended_use="research",
-        parameters={"muscle_fat_likeness_below": f"{MUSCLE_BELOW:g}"},
+    algorithm = Algorithm.classical(
+        "myonode-classical-mr", VERSION, {"muscle_fat_likeness_below": f"{MUSCLE_BELOW:g}"}
     )
 
     def segment(self, volume: Volume) -> LabelMap:
@@ -81,7 +74,7 @@ class ClassicalMrEngine:
             )
         likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         body = body_mask_mr(signal if fat is None else signal + view.view(fat))
-        notes = [NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
+        notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
         spine, _mid = find_spine_mr(likeness, body, view.spacing)
@@ -135,7 +128,7 @@ def _plain_note() -> str:
 
 def _empty(volume: Volume, note: str) -> LabelMap:
     return LabelMap(
-        labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=[NOTE, note]
+        labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=[CLASSICAL_NOTE, note]
     )
 
 

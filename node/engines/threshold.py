@@ -8,7 +8,6 @@ tissue*, not muscle; its intended use is "demo" and the outputs say so.
 from __future__ import annotations
 
 import numpy as np
-from pydicom.sr.codedict import codes
 from scipy import ndimage
 
 from ..anatomy import MUSCLE_DENSITY_TISSUE
@@ -33,13 +32,11 @@ def body_mask(hu: np.ndarray) -> np.ndarray:
 
 
 class ThresholdMuscleEngine:
-    algorithm = Algorithm(
-        name="myonode-hu-threshold",
-        version="0.1.0",
-        family=codes.cid7162.MorphologicalOperations,
-        kind="classical",
+    algorithm = Algorithm.classical(
+        "myonode-hu-threshold",
+        "0.1.0",
+        {"muscle_hu_min": str(MUSCLE_HU[0]), "muscle_hu_max": str(MUSCLE_HU[1])},
         intended_use="demo",
-        parameters={"muscle_hu_min": str(MUSCLE_HU[0]), "muscle_hu_max": str(MUSCLE_HU[1])},
     )
 
     def segment(self, volume: Volume) -> LabelMap:
