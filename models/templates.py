@@ -80,16 +80,25 @@ def _readme(manifest: Manifest, recipe: str, limits: list[str]) -> str:
     )
 
 
+def _seed_manifest(name: str, demo: bool, **fields: Any) -> Manifest:
+    """A seed template's manifest: version 0.1.0; the demo variant is named and used as such."""
+    return Manifest(
+        name=name + ("-demo" if demo else ""),
+        version="0.1.0",
+        intended_use="demo" if demo else "research",
+        **fields,
+    )
+
+
 def ct_muscle_seed000(demo: bool = False) -> Template:
     """Seed 000: 2D residual U-Net, 12 abdominal muscle groups, window 400/40."""
     channels = [8, 16, 32, 64] if demo else [16, 32, 64, 128]
-    manifest = Manifest(
-        name="ct-abdominal-muscles-seed000" + ("-demo" if demo else ""),
-        version="0.1.0",
+    manifest = _seed_manifest(
+        "ct-abdominal-muscles-seed000",
+        demo,
         description="12 abdominal muscle groups on axial CT slices (seed 000 architecture).",
         task="segmentation",
         modality="CT",
-        intended_use="demo" if demo else "research",
         input=InputSpec(channels=["image"], window=(-160.0, 240.0), normalize="window"),
         labels=_labels(s.key for s in SEED000_GROUPS),
         architecture=Architecture(
@@ -162,13 +171,12 @@ def mr_iliopsoas_seed001(demo: bool = False) -> Template:
     filters = [4, 8, 8, 16, 16] if demo else [8, 16, 32, 64, 128]
     kernel = 3 if demo else 5
     roi = [32, 48, 32] if demo else [192, 96, 96]
-    manifest = Manifest(
-        name="mr-iliopsoas-seed001" + ("-demo" if demo else ""),
-        version="0.1.0",
+    manifest = _seed_manifest(
+        "mr-iliopsoas-seed001",
+        demo,
         description="Left and right iliopsoas on Dixon water MR (seed 001 architecture).",
         task="segmentation",
         modality="MR",
-        intended_use="demo" if demo else "research",
         input=InputSpec(
             channels=["image"],
             spacing_mm=None if demo else (2.232, 2.232, 3.0),
@@ -260,13 +268,12 @@ def mr_thigh_seed002(demo: bool = False) -> Template:
         if demo
         else {"feature_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_heads": 12}
     )
-    manifest = Manifest(
-        name="mr-thigh-seed002" + ("-demo" if demo else ""),
-        version="0.1.0",
+    manifest = _seed_manifest(
+        "mr-thigh-seed002",
+        demo,
         description=f"{len(keys)} pelvic-thigh muscles and bones on Dixon MR (seed 002 net).",
         task="segmentation",
         modality="MR",
-        intended_use="demo" if demo else "research",
         input=InputSpec(
             channels=["image"],
             spacing_mm=(4.5, 4.5, 6.0) if demo else (1.5, 1.5, 2.0),
@@ -353,14 +360,13 @@ def cxr_sarcopenia_seed004(demo: bool = False) -> Template:
         else {"layers": [2, 2, 2, 2], "block_inplanes": [64, 128, 256, 512]}
     )
     members = 3 if demo else 5
-    manifest = Manifest(
-        name="cxr-sarcopenia-seed004" + ("-demo" if demo else ""),
-        version="0.1.0",
+    manifest = _seed_manifest(
+        "cxr-sarcopenia-seed004",
+        demo,
         description="ALM, handgrip strength and chair-rise time (mu, sigma) from a PA chest "
         "radiograph, and a calibrated sarcopenia probability (seed 004 two-step model).",
         task="regression",
         modality="CR/DX",
-        intended_use="demo" if demo else "research",
         input=InputSpec(channels=["image"], normalize="none", image_size=tuple(size), clahe=True),
         targets={
             "alm": TargetSpec(unit="kg", description="appendicular lean mass"),
