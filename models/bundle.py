@@ -389,6 +389,15 @@ class Bundle:
             },
         )
 
+    def demo_statement(self) -> str | None:
+        """What every output of a demo bundle opens its caveat with; None for other bundles."""
+        if self.manifest.intended_use != "demo":
+            return None
+        return (
+            f"Model {self.manifest.name} {self.manifest.version} is a demo bundle trained on "
+            "generated phantoms"
+        )
+
     def structures(self) -> dict[int, Structure]:
         """Label value -> the node's structure, checked against the manifest's codes."""
         return {label: _structure_for(spec) for label, spec in self.manifest.labels.items()}

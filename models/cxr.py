@@ -143,15 +143,14 @@ class CxrModel:
         elif probability is None:
             missing = ", ".join(clinical.missing())
             notes.append(f"No sarcopenia probability: {missing} unknown (step 2 needs them).")
-        manifest = self.bundle.manifest
-        if manifest.intended_use == "demo":
+        intended_use = self.bundle.manifest.intended_use
+        if demo := self.bundle.demo_statement():
             notes.append(
-                f"Model {manifest.name} {manifest.version} is a demo bundle trained on generated "
-                "phantoms: its predictions are not estimates for a real patient and not a "
+                f"{demo}: its predictions are not estimates for a real patient and not a "
                 "clinical score."
             )
-        elif manifest.intended_use != "clinical":
-            notes.append(f"Intended use: {manifest.intended_use}; not a clinical score.")
+        elif intended_use != "clinical":
+            notes.append(f"Intended use: {intended_use}; not a clinical score.")
         return RegressionResult(estimates, probability, notes)
 
 

@@ -32,13 +32,9 @@ class BundleEngine:
 
     def segment(self, volume: Volume) -> LabelMap:
         prediction = self.model.predict(volume)
-        manifest = self.bundle.manifest
         notes = []
-        if manifest.intended_use == "demo":
-            notes.append(
-                f"Model {manifest.name} {manifest.version} is a demo bundle trained on "
-                "generated phantoms; its labels are not measurements of real anatomy."
-            )
+        if demo := self.bundle.demo_statement():
+            notes.append(f"{demo}; its labels are not measurements of real anatomy.")
         present = {
             label: s for label, s in self.structures.items() if label in prediction.confidence
         }
