@@ -49,7 +49,7 @@ from .bundle import (
 )
 from .preprocess import radiograph
 from .runtime import autocast, build_network, load_state, resolve_device
-from .training import TrainOptions, TrainResult, prepare_output, progress_bars
+from .training import TrainOptions, TrainResult, prepare_output, progress_bars, save_checkpoint
 
 ENSEMBLES = "models/ensembles.pt"
 FOREST = "models/sarcopenia_rf.pkl"
@@ -357,19 +357,25 @@ def train_cxr(
                 )  # fmt: skip
                 ensembles[target].append(state)
                 best_losses.append(loss)
-                checkpoint.parent.mkdir(exist_ok=True)
-                torch.save({"ensembles": ensembles, "losses": best_losses}, checkpoint)
+                save_checkpoint(checkpoint, {"ensembles": ensembles, "losses": best_losses})
                 progress.update(members_task, advance=1)
     torch.save(ensembles, root / ENSEMBLES)
     manifest = bundle.manifest.model_copy(update={"targets": target_specs})
     manifest = record_weights(root, manifest, {ENSEMBLES: "torch"})
     model = CxrModel(load_bundle(root), options.device)
 
+    estimates: dict[int, dict[str, Estimate]] = {}  # by case: each radiograph inferred once
+
+    def estimate(case: CxrCase) -> dict[str, Estimate]:
+        if id(case) not in estimates:
+            estimates[id(case)] = model.estimate(case.image)
+        return estimates[id(case)]
+
     def features_of(subset: list[CxrCase]) -> np.ndarray:
-        return np.array([model.features(model.estimate(c.image), c.clinical) for c in subset])
+        return np.array([model.features(estimate(c), c.clinical) for c in subset])
 
     metrics: dict[str, float] = {}
-    val_estimates = [model.estimate(c.image) for c in val_cases]
+    val_estimates = [estimate(c) for c in val_cases]
     for target in targets:
         predicted = np.array([e[target].mu for e in val_estimates])
         reference = np.array([c.targets[target] for c in val_cases])

@@ -165,7 +165,8 @@ def stored_weights(network: torch.nn.Module, config: dict[str, Any]) -> dict[str
     return state
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a killed run leaves the previous one, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
@@ -260,7 +261,7 @@ def train_segmentation(
                 total, count = total + float(loss.detach()), count + 1
                 progress.update(batches_task, advance=1, status=f"loss {total / count:.4f}")
             losses.append(total / max(count, 1))
-            _save_checkpoint(
+            save_checkpoint(
                 checkpoint_path,
                 {
                     "epoch": epoch,
