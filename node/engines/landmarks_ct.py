@@ -26,7 +26,6 @@ AIR_HU = -500.0  # body outline: denser than this
 FAT_HU = (-190.0, -30.0)
 MUSCLE_HU = (-29.0, 150.0)  # seed 000
 BONE_HU = 200.0  # cortical bone at any slice thickness; cancellous bone may be lower
-LUNG_HU = (-950.0, -500.0)  # aerated lung parenchyma (bowel gas is below, near -1000)
 LUMBAR_NAMES = ("L1", "L2", "L3", "L4", "L5")
 EDGE_CLEARANCE_MM = 60.0  # a column closer than this to the image's side edge is not used
 

@@ -8,11 +8,11 @@ tissue*, not muscle; its intended use is "demo" and the outputs say so.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..anatomy import MUSCLE_DENSITY_TISSUE
 from ..volume import Volume
 from . import Algorithm, LabelMap, register
+from .morphology import fill_holes_per_slice, largest_component
 
 MUSCLE_HU = (-29.0, 150.0)
 BODY_HU = -500.0
@@ -20,15 +20,7 @@ BODY_HU = -500.0
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
     """The patient's body: the largest connected region denser than air, holes filled per slice."""
-    dense = hu > BODY_HU
-    labelled, count = ndimage.label(dense)
-    if count == 0:
-        return dense
-    sizes = ndimage.sum_labels(dense, labelled, index=np.arange(1, count + 1))
-    body = labelled == (int(np.argmax(sizes)) + 1)
-    for k in range(body.shape[0]):
-        body[k] = ndimage.binary_fill_holes(body[k])
-    return body
+    return fill_holes_per_slice(largest_component(hu > BODY_HU))
 
 
 class ThresholdMuscleEngine:
