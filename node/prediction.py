@@ -15,10 +15,12 @@ from pydicom.sr.coding import Code
 from . import codes as c
 from .engines import Estimate
 from .patient import PatientFacts
+from .sarcopenia import almi
 
 # Tracking identifier of the SR group whose sarcopenia conclusions rest on predicted inputs;
 # its result rows end in PREDICTED_SUFFIX, so they never read as measured conclusions.
-PREDICTED_SARCOPENIA = "prediction:sarcopenia"
+PREDICTION_PREFIX = "prediction:"
+PREDICTED_SARCOPENIA = PREDICTION_PREFIX + "sarcopenia"
 PREDICTED_SUFFIX = "_predicted"
 
 
@@ -70,8 +72,7 @@ def predictions_from(
         predictions.append(Prediction(key, estimate.mu, estimate.sigma))
     alm = estimates.get("alm")
     if alm is not None and facts.height_m:
-        height2 = facts.height_m**2
-        predictions.append(Prediction("almi", alm.mu / height2, alm.sigma / height2))
+        predictions.append(Prediction("almi", *almi(alm.mu, facts.height_m, alm.sigma)))
     elif alm is not None:
         notes.append(f"No predicted ALMI: {facts.missing.get('height', 'height unknown')}.")
     return predictions, notes

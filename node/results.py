@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from . import codes as c
 from .assessment import Assessment
-from .prediction import PREDICTED_SARCOPENIA, PREDICTED_SUFFIX
+from .prediction import PREDICTED_SARCOPENIA, PREDICTED_SUFFIX, PREDICTION_PREFIX
 
 # (concept value, derivation value or None) -> quantity, for per-structure measurements.
 STRUCTURE_QUANTITIES = {
@@ -236,8 +236,8 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
                 if number is None:
                     continue
                 value, unit = number
-                if identifier.startswith("prediction:"):
-                    key = identifier.removeprefix("prediction:")
+                if identifier.startswith(PREDICTION_PREFIX):
+                    key = identifier.removeprefix(PREDICTION_PREFIX)
                     suffix = "_sd" if _modifier(item, derivation) == sd else ""
                     rows.append(ResultRow(STUDY_LEVEL, key + suffix, value, unit))
                 elif reference is not None:

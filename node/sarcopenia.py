@@ -95,12 +95,18 @@ def _criterion(
     return Criterion(name, True, met, f"{source}{value:.1f}{spread} {unit} {relation} {cut:g}")
 
 
-def _almi(inputs: Mapping[str, float | None]) -> tuple[float | None, float | None]:
-    """ALMI and, for a predicted ALM, its SD (the height taken as exact)."""
-    alm, height, sd = inputs.get("alm_kg"), inputs.get("height_m"), inputs.get("alm_kg_sd")
-    if alm is None or not height:
+def almi(
+    alm_kg: float | None, height_m: float | None, alm_sd: float | None = None
+) -> tuple[float | None, float | None]:
+    """ALMI = ALM / height² and, for a predicted ALM, its SD (the height taken as exact);
+    (None, None) without ALM or height."""
+    if alm_kg is None or not height_m:
         return None, None
-    return alm / height**2, None if sd is None else sd / height**2
+    return alm_kg / height_m**2, None if alm_sd is None else alm_sd / height_m**2
+
+
+def _almi(inputs: Mapping[str, float | None]) -> tuple[float | None, float | None]:
+    return almi(inputs.get("alm_kg"), inputs.get("height_m"), inputs.get("alm_kg_sd"))
 
 
 def _minor(guideline: str, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment | None:

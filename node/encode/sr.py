@@ -32,7 +32,7 @@ from .. import codes as c
 from ..assessment import Assessment, Change
 from ..engines import Algorithm
 from ..measure import StructureMeasurements
-from ..prediction import PREDICTED_SARCOPENIA, Prediction
+from ..prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
 from . import Device, OutputIdentity, declare_private_scheme, use_utf8
 
 SR_SERIES_OFFSET = 1
@@ -122,7 +122,7 @@ def _prediction_group(
         )
     return _group(
         identity,
-        f"prediction:{prediction.key}",
+        PREDICTION_PREFIX + prediction.key,
         method=c.PREDICTED,
         algorithm_id=algorithm_id,
         measurements=measurements,
