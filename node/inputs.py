@@ -42,15 +42,21 @@ def load_dixon(stations: Mapping[str, Sequence[Sequence[Path]]]) -> Volume:
     return fuse_stations(volumes)
 
 
+def load_one_radiograph(paths: Sequence[Path]) -> Volume:
+    """The radiograph a job measures: exactly one file, or a clear error."""
+    if len(paths) != 1:
+        raise VolumeError(f"expected one radiograph, found {len(paths)}")
+    return load_radiograph(paths[0])
+
+
 def load_inputs(inputs: Mapping[str, Sequence[str]], files_of: FilesOf) -> Volume:
     """The Volume a job measures, from its recorded inputs."""
     if "radiograph" in inputs:
         [series_uid] = inputs["radiograph"]
         wanted = set(inputs.get("instances", []))
-        paths = [p for p in files_of(series_uid) if not wanted or _sop_of(p) in wanted]
-        if len(paths) != 1:
-            raise VolumeError(f"expected one radiograph, found {len(paths)}")
-        return load_radiograph(paths[0])
+        return load_one_radiograph(
+            [p for p in files_of(series_uid) if not wanted or _sop_of(p) in wanted]
+        )
     if "water" in inputs:
         return load_dixon({role: [files_of(uid) for uid in uids] for role, uids in inputs.items()})
     if "image" in inputs:

@@ -27,14 +27,14 @@ from .encode.seg import build_segmentation, segment_numbers
 from .encode.sr import build_report
 from .engines import Clinical, Engine, LabelMap, RegressionEngine
 from .engines import create as create_engine
+from .inputs import load_one_radiograph
 from .patient import patient_facts
 from .prediction import Prediction, predictions_from
 from .results import ResultRow, result_rows
-from .routing.cxr import load_radiograph
 from .routing.select import PipelineUnavailable
 from .sarcopenia import ADULT_AGE_YEARS
 from .storage import write_durably
-from .volume import Volume, VolumeError, load_series
+from .volume import Volume, load_series
 
 OVERLAY_PNG = "overlay.png"
 
@@ -231,10 +231,7 @@ class Runner:
         """A regression job (SARC-CXR): predict from the radiograph, assess the sarcopenia
         criteria on the predicted inputs, and write SR and PDF; no SEG, since nothing is
         segmented, and the radiograph is the SR's source image."""
-        if volume is None:
-            if len(paths) != 1:
-                raise VolumeError(f"expected one radiograph, found {len(paths)}")
-            volume = load_radiograph(paths[0])
+        volume = load_one_radiograph(paths) if volume is None else volume
         conform_copied_attributes(volume.datasets)
         source = volume.datasets[0]
         facts = patient_facts(source)
