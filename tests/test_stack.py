@@ -272,13 +272,15 @@ def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
     open_study(page, stack)
     page.get_by_text("SR", exact=True).dblclick()
     label = area_label(page, timeout_ms=30000)
-    if label is None:
-        # Seen under heavy load: OHIF had loaded the measurements and shown the first one's
-        # image without drawing it. Step to the next measurement and back, as a reader
-        # would, which makes the viewport jump and draw again.
+    for _ in range(3):
+        if label is not None:
+            break
+        # Seen under heavy load (once in a full clean-clone run): OHIF had loaded the
+        # measurements and shown an image without drawing them. Step to the next
+        # measurement and back, as a reader would, which makes the viewport jump and draw.
         page.locator('[data-cy="viewport-action-arrows-right"]').click()
         page.locator('[data-cy="viewport-action-arrows-left"]').click()
-        label = area_label(page, timeout_ms=60000)
+        label = area_label(page, timeout_ms=30000)
     assert label is not None, "OHIF drew no SR measurement"
     assert any(label.startswith(area) for area in areas), (label, areas)
     SCREENSHOTS.mkdir(exist_ok=True)
