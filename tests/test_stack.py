@@ -275,11 +275,17 @@ def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
     for _ in range(3):
         if label is not None:
             break
-        # Seen under heavy load (once in a full clean-clone run): OHIF had loaded the
-        # measurements and shown an image without drawing them. Step to the next
-        # measurement and back, as a reader would, which makes the viewport jump and draw.
+        # Seen under load (full clean-clone runs): OHIF had loaded the measurements and shown
+        # their image without drawing them. Do what a reader would: step to the next
+        # measurement and back, and scroll one image away and back, so the viewport renders
+        # again (on the phantom every measurement lies on the same image, so stepping alone
+        # does not move it).
         page.locator('[data-cy="viewport-action-arrows-right"]').click()
         page.locator('[data-cy="viewport-action-arrows-left"]').click()
+        box = page.locator(VIEWPORT).first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 120)
+        page.mouse.wheel(0, -120)
         label = area_label(page, timeout_ms=30000)
     assert label is not None, "OHIF drew no SR measurement"
     assert any(label.startswith(area) for area in areas), (label, areas)
