@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/evaluate_engines.py [--data DIR] [--out DIR] [--case NAME]
 
-Runs each engine on its cases (`myonode.reference_cases`), prints per structure the Dice,
+Runs each engine on its cases (`support.reference_cases`), prints per structure the Dice,
 our volume, the reference volume and the volume error, with the caveat of each mapping,
 then the engine's landmarks and notes and its run time. With --out, writes one overlay PNG
 per case (our labels filled, reference outlined in white) for a look at the errors.
@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from myonode.engines import create
-from myonode.engines.orientation import canonical
-from myonode.reference_cases import CASES, CaseResult, evaluate_case
-from myonode.shared_data import shared_data_dir
+from myonode.infer.engines import create
+from myonode.infer.engines.orientation import canonical
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from myonode.app.demo.shared_data import shared_data_dir
+
+from support.reference_cases import CASES, CaseResult, evaluate_case
 
 
 def print_result(result: CaseResult) -> None:

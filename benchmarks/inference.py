@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from myonode.engines.bundle import BundleEngine
+from myonode.app.demo.synthetic import abdomen_phantom
+from myonode.core.volume import Volume
+from myonode.infer.engines.bundle import BundleEngine
 from myonode.models import BUNDLES_DIR
 from myonode.models.bundle import load_bundle, record_weights, write_bundle
 from myonode.models.runtime import build_network
 from myonode.models.templates import ct_muscle_seed000
-from myonode.synthetic import abdomen_phantom
-from myonode.volume import Volume
 
 DEFAULT_BUNDLE = BUNDLES_DIR / "ct-abdominal-muscles-seed000-demo"
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fresh_process_imports_s() -> float:
     """What a worker that starts a new process per job pays before loading any model."""
-    code = "import myonode.engines.bundle, myonode.models.runtime, torch, monai"
+    code = "import myonode.infer.engines.bundle, myonode.models.runtime, torch, monai"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - start

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from myonode.processes import stop_process
-from myonode.synthetic import abdomen_phantom, write_ct_series
-from myonode.volume import Geometry
+from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
+from myonode.core.processes import stop_process
+from myonode.core.volume import Geometry
 
 
 def free_port() -> int:
@@ -104,7 +104,7 @@ def bench_node(workdir: Path, files: list[Path]) -> float:
         )
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "myonode.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "myonode.app.cli", "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

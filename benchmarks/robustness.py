@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/robustness.py [--data DIR] [--case NAME] [--variant NAME]
 
-For each case and variant (`myonode.robustness.VARIANTS`: mirrored, right side cut, no
+For each case and variant (`support.robustness.VARIANTS`: mirrored, right side cut, no
 lungs, 5 mm slices, contrast, obese) prints per structure the Dice and volume error beside
 the original's, then the notes that differ from the original's, so a loss of accuracy and
 what the engine said about it can be read together. Exit status 2 without the shared data.
@@ -14,10 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from myonode.engines import create
-from myonode.reference_cases import CASES, evaluate_case
-from myonode.robustness import VARIANTS, evaluate_variant
-from myonode.shared_data import shared_data_dir
+from myonode.infer.engines import create
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from myonode.app.demo.shared_data import shared_data_dir
+
+from support.reference_cases import CASES, evaluate_case
+from support.robustness import VARIANTS, evaluate_variant
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from myonode.processes import stop_process
+from myonode.core.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "deploy" / "systemd"

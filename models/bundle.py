@@ -9,7 +9,7 @@ Layout (MONAI bundle specification, plus a ``myonode`` section in the metadata):
     <bundle>/docs/README.md           what the bundle is, its data and its limits
 
 The manifest says what the weights expect (channels, spacing, intensity window), what their
-labels mean (structure keys of `myonode.anatomy`, with codes), where they come from (training
+labels mean (structure keys of `myonode.dicom.anatomy`, with codes), where they come from (training
 provenance, validation metrics) and what they may be used for (demo / research / clinical).
 
 What is trusted: the manifest. It lists the sha256 of `configs/inference.json`,
@@ -42,8 +42,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydicom.sr.codedict import codes
 
-from myonode.anatomy import STRUCTURES, Structure
-from myonode.engines import Algorithm
+from myonode.core.types import Algorithm
+from myonode.dicom.anatomy import STRUCTURES, Structure
 
 METADATA = Path("configs/metadata.json")
 INFERENCE = Path("configs/inference.json")
@@ -373,21 +373,8 @@ class Bundle:
         return bool(self.manifest.weights)
 
     def algorithm(self, **parameters: str) -> Algorithm:
-        """How SEG and SR identify this model (PS3.3 C.8.20.2, TID 4019): name, version,
-        intended use, architecture and the weights' checksums, plus `parameters`."""
-        manifest = self.manifest
-        return Algorithm(
-            name=manifest.name,
-            version=manifest.version,
-            family=codes.cid7162.ArtificialIntelligence,
-            kind="deep learning",
-            intended_use=manifest.intended_use,
-            parameters={
-                "architecture": manifest.architecture.name[:64],
-                "weights_sha256": ",".join(w.sha256[:16] for w in manifest.weights),
-                **parameters,
-            },
-        )
+        """How SEG and SR identify this model; see `algorithm_of`."""
+        return algorithm_of(self.manifest, **parameters)
 
     def demo_statement(self) -> str | None:
         """What every output of a demo bundle opens its caveat with; None for other bundles."""
@@ -434,6 +421,60 @@ class Bundle:
     def readme(self) -> str:
         path = self.root / README
         return path.read_text() if path.is_file() else ""
+
+
+def algorithm_of(manifest: Manifest, **parameters: str) -> Algorithm:
+    """How SEG and SR identify a bundle's model (PS3.3 C.8.20.2, TID 4019): name, version,
+    intended use, architecture and the weights' checksums, plus `parameters`."""
+    return Algorithm(
+        name=manifest.name,
+        version=manifest.version,
+        family=codes.cid7162.ArtificialIntelligence,
+        kind="deep learning",
+        intended_use=manifest.intended_use,
+        parameters={
+            "architecture": manifest.architecture.name[:64],
+            "weights_sha256": ",".join(w.sha256[:16] for w in manifest.weights),
+            **parameters,
+        },
+    )
+
+
+_CHECKED_FILES: dict[tuple[Path, int, int], str] = {}
+
+
+def _sha256_cached(path: Path) -> str:
+    """A file's sha256, hashed again only when its size or modification time changed."""
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED_FILES:
+        _CHECKED_FILES[key] = sha256_of(path)
+    return _CHECKED_FILES[key]
+
+
+def checked_manifest(root: Path | str) -> Manifest:
+    """A bundle's manifest, with every config and weights file present and matching its sha256,
+    without parsing a config or importing torch: what routing needs to know that a pipeline
+    can run and which version it is. `load_bundle` still checks everything again at load."""
+    root = Path(root)
+    manifest = _read_manifest(root)
+    listed = {**manifest.configs, **{w.path: w.sha256 for w in manifest.weights}}
+    if str(INFERENCE) not in manifest.configs:
+        raise BundleError(f"{root} has no {INFERENCE} in its manifest")
+    if not manifest.weights:
+        raise BundleError(f"bundle {root} has no weights (train it first)")
+    for rel, expected in listed.items():
+        path = (root / rel).resolve()
+        if root.resolve() not in path.parents:
+            raise BundleError(f"{rel!r} leaves the bundle folder")
+        if not path.is_file():
+            raise BundleError(f"{path} listed in the manifest is missing")
+        actual = _sha256_cached(path)
+        if actual != expected:
+            raise BundleError(
+                f"checksum mismatch for {path}: manifest sha256 {expected}, file {actual}"
+            )
+    return manifest
 
 
 def _structure_for(spec: LabelSpec) -> Structure:

@@ -34,10 +34,9 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
 
-from myonode.engines import Clinical, Estimate, RegressionResult
-from myonode.routing.cxr import load_radiograph
-
-from .bundle import (
+from myonode.core.radiograph import load_radiograph
+from myonode.core.types import Clinical, Estimate, RegressionResult
+from myonode.models.bundle import (
     Bundle,
     BundleError,
     Provenance,
@@ -47,9 +46,15 @@ from .bundle import (
     record_weights,
     write_metadata,
 )
-from .preprocess import radiograph
-from .runtime import autocast, build_network, load_state, resolve_device
-from .training import TrainOptions, TrainResult, prepare_output, progress_bars, save_checkpoint
+from myonode.models.checkpoints import (
+    TrainOptions,
+    TrainResult,
+    prepare_output,
+    progress_bars,
+    save_checkpoint,
+)
+from myonode.models.preprocess import radiograph
+from myonode.models.runtime import autocast, build_network, load_state, resolve_device
 
 ENSEMBLES = "models/ensembles.pt"
 FOREST = "models/sarcopenia_rf.pkl"

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from myonode.anatomy import STRUCTURES, Structure
-from myonode.volume import Volume, load_nifti, load_series
-
-from .bundle import Bundle
+from myonode.core.volume import Volume, load_nifti, load_series
+from myonode.dicom.anatomy import STRUCTURES, Structure
+from myonode.models.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ def labels_from_seg(path: Path, volume: Volume, bundle: Bundle) -> tuple[np.ndar
 
 def write_case(folder: Path, volume: Volume, labels: np.ndarray) -> None:
     """Write one case in the NIfTI layout `load_case` reads."""
-    from myonode.volume import save_nifti
+    from myonode.core.volume import save_nifti
 
     folder.mkdir(parents=True, exist_ok=True)
     save_nifti(volume.array, volume.geometry, folder / "image.nii.gz")

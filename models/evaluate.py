@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from myonode.evaluation import Agreement, agreement
-
-from .bundle import Bundle
-from .data import Case
-from .runtime import SegmentationModel
+from myonode.core.agreement import Agreement, agreement
+from myonode.models.bundle import Bundle
+from myonode.models.data import Case
+from myonode.models.runtime import SegmentationModel
 
 
 @dataclass(frozen=True)
@@ -169,7 +168,7 @@ def evaluate_regression(bundle: Bundle, data_dir: Path, out_dir: Path, device=No
     of the sarcopenia probability where `targets.csv` has a sarcopenia column."""
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
-    from .cxr import CxrModel, concordance, load_cxr_cases
+    from myonode.models.cxr import CxrModel, concordance, load_cxr_cases
 
     model = CxrModel(bundle, device)
     cases = load_cxr_cases(data_dir, list(model.targets))
@@ -220,7 +219,7 @@ def evaluate_bundle(bundle: Bundle, data_dir: Path, out_dir: Path, device=None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     if bundle.manifest.task == "regression":
         return evaluate_regression(bundle, data_dir, out_dir, device)
-    from .data import load_cases
+    from myonode.models.data import load_cases
 
     results = evaluate_cases(bundle, load_cases(data_dir, bundle), device)
     return write_report(bundle, results, out_dir)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from myonode.anatomy import SEED000_GROUPS
-from myonode.volume import Geometry, Volume
+from myonode.core.volume import Geometry, Volume
+from myonode.dicom.anatomy import SEED000_GROUPS
 
 # Seed 000's 12 groups, the label order of the CT bundles.
 CT_KEYS = tuple(s.key for s in SEED000_GROUPS)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from myonode.volume import Geometry, Volume
-
-from .bundle import InputSpec
+from myonode.core.volume import Geometry, Volume
+from myonode.models.bundle import InputSpec
 
 
 class InputError(ValueError):

@@ -22,10 +22,9 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from myonode.volume import Volume
-
-from .bundle import Bundle, BundleError, config_parser
-from .preprocess import (
+from myonode.core.volume import Volume
+from myonode.models.bundle import Bundle, BundleError, config_parser
+from myonode.models.preprocess import (
     normalizer,
     orientation_of,
     resampled_shape,

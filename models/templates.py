@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from myonode.anatomy import SEED000_GROUPS, SEED002_STRUCTURES, STRUCTURES
-
-from .bundle import Architecture, InputSpec, Manifest, TargetSpec, label_spec
-from .phantoms import THIGH_KEYS
+from myonode.dicom.anatomy import SEED000_GROUPS, SEED002_STRUCTURES, STRUCTURES
+from myonode.models.bundle import Architecture, InputSpec, Manifest, TargetSpec, label_spec
+from myonode.models.phantoms import THIGH_KEYS
 
 SEED000 = "Vu et al., 3D abdominal muscle IDPs from CT in a medical biobank (seed 000)"
 SEED001 = "Fitzpatrick, Basty et al., iliopsoas volume in the UK Biobank (seed 001)"

@@ -20,18 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BUNDLES_DIR
-from .bundle import Bundle, write_bundle
-from .data import write_case
-from .phantoms import PhantomCase, chest_radiograph, ct_abdomen, mr_iliopsoas, mr_thighs
-from .templates import (
+from myonode.models import BUNDLES_DIR
+from myonode.models.bundle import Bundle, write_bundle
+from myonode.models.checkpoints import TrainOptions
+from myonode.models.data import write_case
+from myonode.models.phantoms import (
+    PhantomCase,
+    chest_radiograph,
+    ct_abdomen,
+    mr_iliopsoas,
+    mr_thighs,
+)
+from myonode.models.templates import (
     Template,
     ct_muscle_seed000,
     cxr_sarcopenia_seed004,
     mr_iliopsoas_seed001,
     mr_thigh_seed002,
 )
-from .training import TrainOptions, train
+from myonode.models.training import train
 
 
 def write_phantom_cases(

@@ -21,27 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset, list_data_collate
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from .bundle import (
+from myonode.models.bundle import (
     Bundle,
     BundleError,
     Provenance,
@@ -51,53 +40,26 @@ from .bundle import (
     record_weights,
     write_metadata,
 )
-from .data import Case, load_cases
-from .preprocess import normalize, orientation_of, resampled_shape, resize, sides, stack_channels
-from .runtime import autocast, build_network, load_state, resolve_device
+from myonode.models.checkpoints import (
+    TrainOptions,
+    TrainResult,
+    prepare_output,
+    progress_bars,
+    save_checkpoint,
+)
+from myonode.models.data import Case, load_cases
+from myonode.models.preprocess import (
+    normalize,
+    orientation_of,
+    resampled_shape,
+    resize,
+    sides,
+    stack_channels,
+)
+from myonode.models.runtime import autocast, build_network, load_state, resolve_device
 
 WEIGHTS = "models/model.pt"
 CHECKPOINT = Path("train/checkpoint.pt")
-
-
-@dataclass
-class TrainOptions:
-    epochs: int | None = None  # run the first N epochs of the recipe (tiny runs)
-    resume: bool = False
-    finetune: bool = False  # start from the source bundle's weights instead of scratch
-    device: str | None = None
-    intended_use: Literal["demo", "research"] = "research"
-    progress: bool = True
-    seed: int = 0
-    data_description: str | None = None
-    command: str = ""
-
-
-@dataclass
-class TrainResult:
-    bundle: Bundle
-    epochs: int
-    losses: list[float] = field(default_factory=list)
-    validation: dict[str, float] = field(default_factory=dict)
-
-
-def prepare_output(source: Path, out: Path | None, finetune: bool) -> Path:
-    """The bundle folder to train into: `source` itself, or a copy of its configs and docs."""
-    if out is None or out.resolve() == source.resolve():
-        return source
-    if (out / "configs").exists():
-        raise BundleError(f"{out} already holds a bundle; choose another --out or train it")
-    shutil.copytree(source / "configs", out / "configs")
-    if (source / "docs").is_dir():
-        shutil.copytree(source / "docs", out / "docs")
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    if finetune:
-        shutil.copytree(source / "models", out / "models", dirs_exist_ok=True)
-    else:  # a new model: the source's weights, provenance and metrics do not describe it
-        manifest = load_bundle(out).manifest
-        write_metadata(
-            out, manifest.model_copy(update={"weights": [], "training": None, "validation": None})
-        )
-    return out
 
 
 def training_samples(
@@ -163,26 +125,6 @@ def stored_weights(network: torch.nn.Module, config: dict[str, Any]) -> dict[str
     if config.get("weights_dtype") == "float16":
         return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     return state
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a killed run leaves the previous one, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def progress_bars(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def train_segmentation(
@@ -298,7 +240,7 @@ def _finish(
     root, manifest, data_dir, cases, train_cases, val_cases, rates, losses, config, options
 ):
     """Write provenance and validation metrics into the manifest of the trained bundle."""
-    from .evaluate import evaluate_cases, validation_metrics
+    from myonode.models.evaluate import evaluate_cases, validation_metrics
 
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     device = resolve_device(options.device)
@@ -340,7 +282,7 @@ def train(
 ) -> TrainResult:
     """Train any bundle: segmentation here, regression (seed 004) in `cxr`."""
     if load_bundle(Path(source)).manifest.task == "regression":
-        from .cxr import train_cxr
+        from myonode.models.cxr import train_cxr
 
         return train_cxr(Path(source), Path(data_dir), out, options)
     return train_segmentation(Path(source), Path(data_dir), out, options)

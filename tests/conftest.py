@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from myonode.config import Peer, Settings, load_settings
-from myonode.service import Node
-from myonode.shared_data import shared_data_dir
-from myonode.synthetic import abdomen_phantom, write_ct_series
-from myonode.uids import derived_uid
+from myonode.app.demo.shared_data import shared_data_dir
+from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
+from myonode.app.service import Node
+from myonode.core.config import Peer, Settings, load_settings
+from myonode.dicom.uids import derived_uid
 
 
 @pytest.fixture

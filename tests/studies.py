@@ -15,8 +15,8 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from myonode.uids import derived_uid
-from myonode.volume import Geometry
+from myonode.core.volume import Geometry
+from myonode.dicom.uids import derived_uid
 
 STUDY = "1.2.826.0.1.3680043.10.543.1"
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]

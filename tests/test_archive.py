@@ -10,9 +10,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from myonode.archive import Archive
-from myonode.results import ResultFilter
-from myonode.synthetic import abdomen_phantom, write_ct_series
+from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
+from myonode.dispatch.archive import Archive
+from myonode.store.records import ResultFilter
 
 from conftest import make_settings
 from support import ArchiveOrthanc, free_port, metric, scanner_sends, wait_until
@@ -113,7 +113,7 @@ def test_stable_study_is_forwarded_and_results_land_in_the_same_study(stack, ct)
         [
             sys.executable,
             "-m",
-            "myonode.cli",
+            "myonode.app.cli",
             "results",
             "--from-archive",
             archive_url,

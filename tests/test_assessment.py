@@ -5,14 +5,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from myonode import anatomy
-from myonode.assessment import Prior, assess, changes_since, compare
-from myonode.engines import LabelMap
-from myonode.indices import derived_values
-from myonode.measure import StructureMeasurements
-from myonode.patient import PatientFacts, patient_facts
-from myonode.references import seed000_mass
-from myonode.volume import Geometry, Volume
+from myonode.core.patient import PatientFacts, patient_facts
+from myonode.core.types import LabelMap
+from myonode.core.volume import Geometry, Volume
+from myonode.dicom import anatomy
+from myonode.measure.assessment import Prior, assess, changes_since, compare
+from myonode.measure.indices import derived_values
+from myonode.measure.references import seed000_mass
+from myonode.measure.structures import StructureMeasurements
 
 FACTS = PatientFacts("F", 65.0, 1.60, 64.0, dt.date(2026, 1, 15))
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from myonode.engines import create
-from myonode.engines.body_wall import ANGLES, inner_thickness
-from myonode.engines.landmarks_ct import name_vertebrae
-from myonode.engines.orientation import OrientationError, canonical
-from myonode.engines.thigh_mr import thigh_compartments
-from myonode.reference_cases import labels_on_grid
-from myonode.synthetic import abdomen_phantom
-from myonode.volume import Geometry, Volume
+from myonode.app.demo.synthetic import abdomen_phantom
+from myonode.core.volume import Geometry, Volume
+from myonode.infer.engines import create
+from myonode.infer.engines.body_wall import ANGLES, inner_thickness
+from myonode.infer.engines.landmarks_ct import name_vertebrae
+from myonode.infer.engines.orientation import OrientationError, canonical
+from myonode.infer.engines.thigh_mr import thigh_compartments
+
+from support.reference_cases import labels_on_grid
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_send_serve_status(tmp_path, ct_series):
         )
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "myonode.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "myonode.app.cli", "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from myonode.config import ConfigError, dump_settings, load_settings
+from myonode.core.config import ConfigError, dump_settings, load_settings
 
 
 def test_defaults_need_no_file():

@@ -11,16 +11,21 @@ import pytest
 from pydicom.uid import EncapsulatedPDFStorage
 from test_outputs import dciodvfy_errors
 
-from myonode.assemble import pipeline_versions
-from myonode.config import load_settings
+from myonode.app.demo.synthetic import Patient, write_radiograph
+from myonode.app.process import process_folder
+from myonode.core.config import load_settings
+from myonode.core.radiograph import load_radiograph
+from myonode.measure.results import rows_from_sr
 from myonode.models.phantoms import chest_radiograph
-from myonode.pipeline import PIPELINES, Runner
-from myonode.process import process_folder
-from myonode.results import ResultFilter, ResultRow, rows_from_sr
-from myonode.routing.cxr import load_radiograph
-from myonode.routing.profiles import builtin_profiles_dir, configured_pipelines, load_profiles
-from myonode.routing.select import PipelineUnavailable
-from myonode.synthetic import Patient, write_radiograph
+from myonode.pipelines import PipelineUnavailable, pipeline_versions
+from myonode.route.profiles import (
+    builtin_pipelines,
+    builtin_profiles_dir,
+    configured_pipelines,
+    load_profiles,
+)
+from myonode.store.records import ResultFilter, ResultRow
+from myonode.worker.runner import Runner
 
 from support import myonode, sr_texts
 
@@ -192,13 +197,14 @@ def test_without_weight_there_is_no_probability_and_a_note_says_why(tmp_path):
 
 
 def test_a_pipeline_that_cannot_run_says_why():
-    wrong_task = Runner(
-        pipelines={"cxr_sarcopenia": replace(PIPELINES["cxr_sarcopenia"], engine="threshold")}
-    )
+    cxr = builtin_pipelines()["cxr_sarcopenia"]
+    wrong_task = {"cxr_sarcopenia": replace(cxr, engine="threshold")}
     with pytest.raises(PipelineUnavailable, match="segmentation engine; it needs a regression"):
-        wrong_task.version("cxr_sarcopenia")
-    missing = replace(PIPELINES["cxr_sarcopenia"], engine="bundle:/nonexistent/bundle")
-    version_of = pipeline_versions(Runner(pipelines={"cxr_sarcopenia": missing}))
+        pipeline_versions(wrong_task)("cxr_sarcopenia")
+    with pytest.raises(PipelineUnavailable, match="segmentation engine; it needs a regression"):
+        Runner(pipelines=wrong_task).engine("cxr_sarcopenia")
+    missing = replace(cxr, engine="bundle:/nonexistent/bundle")
+    version_of = pipeline_versions({"cxr_sarcopenia": missing})
     with pytest.raises(PipelineUnavailable, match="engine cannot be created"):
         version_of("cxr_sarcopenia")
     assert version_of("no_such_pipeline") is None

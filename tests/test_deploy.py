@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from myonode.config import load_settings
+from myonode.core.config import load_settings
 
 from support import REPO, ArchiveOrthanc, free_port
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from myonode.codes import private_codes
-from myonode.config import Settings
+from myonode.core.config import Settings
+from myonode.dicom.codes import private_codes
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -6,8 +6,9 @@ a regression fails here; they are not targets. Skipped when the shared data is a
 
 import pytest
 
-from myonode.engines import create
-from myonode.reference_cases import CASES, evaluate_case
+from myonode.infer.engines import create
+
+from support.reference_cases import CASES, evaluate_case
 
 # (case, comparison) -> minimum Dice
 FLOORS = {
@@ -33,7 +34,7 @@ FLOORS = {
 
 @pytest.fixture(scope="module")
 def results(request):
-    from myonode.shared_data import shared_data_dir
+    from myonode.app.demo.shared_data import shared_data_dir
 
     data = shared_data_dir()
     if data is None:

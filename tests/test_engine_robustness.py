@@ -1,14 +1,15 @@
 """The CT engine on harder variants of a real case: a smaller, stated result, never a wrong one.
 
-Variants are made from the shared upper-abdomen CT (`myonode.robustness`); each is compared
+Variants are made from the shared upper-abdomen CT (`support.robustness`); each is compared
 with the engine's result on the original. Skipped when the shared data is absent.
 """
 
 import pytest
 
-from myonode.engines import create
-from myonode.reference_cases import CASES, evaluate_case
-from myonode.robustness import VARIANTS, evaluate_variant, mirror_name
+from myonode.infer.engines import create
+
+from support.reference_cases import CASES, evaluate_case
+from support.robustness import VARIANTS, evaluate_variant, mirror_name
 
 CASE = next(case for case in CASES if case.name == "upper_abdomen_ct")
 BACK = ("deep back muscles L", "deep back muscles R")
@@ -16,7 +17,7 @@ BACK = ("deep back muscles L", "deep back muscles R")
 
 @pytest.fixture(scope="module")
 def data():
-    from myonode.shared_data import shared_data_dir
+    from myonode.app.demo.shared_data import shared_data_dir
 
     found = shared_data_dir()
     if found is None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from myonode.evaluation import agreement, dice
+from myonode.core.agreement import agreement, dice
 
 
 def test_dice_hand_computed():

@@ -5,17 +5,17 @@ import sqlite3
 
 import pytest
 
-from myonode.config import load_settings
-from myonode.index import Index
-from myonode.pipeline import PIPELINES
-from myonode.process import process_folder
-from myonode.routing.profiles import (
+from myonode.app.demo.synthetic import write_mixed_ct_study
+from myonode.app.process import process_folder
+from myonode.core.config import load_settings
+from myonode.route.profiles import (
     ProfileError,
+    builtin_pipelines,
     configured_pipelines,
     load_profiles,
     parse_profile,
 )
-from myonode.synthetic import write_mixed_ct_study
+from myonode.store.index import Index
 
 from support import myonode
 
@@ -135,4 +135,4 @@ output:
     assert ct.rules.slice_thickness_mm.min == 4 and ct.rules.kernel is None
     pipelines = configured_pipelines(profiles)
     assert pipelines["ct_muscle"].series_number_base == 7700
-    assert PIPELINES["ct_muscle"].series_number_base == 9100  # the registry is untouched
+    assert builtin_pipelines()["ct_muscle"].series_number_base == 9100  # built-ins untouched

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from pydicom.sr.codedict import codes
 
-from myonode.scu import describe, send_files
-from myonode.synthetic import abdomen_phantom, write_ct_series
-from myonode.volume import load_series
+from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
+from myonode.core.volume import load_series
+from myonode.dispatch.scu import describe, send_files
 
 from conftest import make_settings
 from support import (
@@ -75,7 +75,7 @@ def test_seg_and_sr_come_back_and_agree(tmp_path, node_factory, ct_series, store
 
 
 def test_outputs_are_deterministic_per_series_and_version(tmp_path, ct_series):
-    from myonode.pipeline import Runner
+    from myonode.worker.runner import Runner
 
     runner = Runner()
     first = runner.run("ct_muscle", ct_series, tmp_path / "a")
@@ -139,7 +139,7 @@ def test_late_arrival_reopens_study(tmp_path, node_factory, ct_series, storescp)
 
 def _start_node_process(config: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "myonode.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "myonode.app.cli", "--config", str(config), "serve"],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )

@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from myonode.index import Index
+from myonode.store.index import Index
 
 OUTBOX_BEFORE_WITHHELD = """
 CREATE TABLE jobs (

@@ -6,8 +6,8 @@ import logging
 import pydicom
 import pytest
 
-from myonode.index import Index
-from myonode.ingest import Ingestor, Status
+from myonode.receive.ingest import Ingestor, Status
+from myonode.store.index import Index
 
 from conftest import make_settings
 

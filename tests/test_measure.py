@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from myonode.anatomy import PSOAS, STRUCTURES
-from myonode.measure import (
+from myonode.core.volume import Geometry
+from myonode.dicom.anatomy import PSOAS, STRUCTURES
+from myonode.measure.structures import (
     fat_fraction_percent,
     mass_g,
     maximum_area,
@@ -14,7 +15,6 @@ from myonode.measure import (
     outline,
     volume_cm3,
 )
-from myonode.volume import Geometry
 
 
 def grid(spacing=(1.0, 1.0, 1.0), directions=None) -> Geometry:

@@ -12,20 +12,21 @@ import numpy as np
 import pytest
 from pydicom.sr.codedict import codes
 
-from myonode.anatomy import STRUCTURES
-from myonode.cli import main
-from myonode.engines import Algorithm, LabelMap
-from myonode.engines import create as create_engine
+from myonode.app.cli import main
+from myonode.app.demo.synthetic import write_ct_series
+from myonode.core.types import Algorithm, LabelMap
+from myonode.core.volume import load_series
+from myonode.dicom.anatomy import STRUCTURES
+from myonode.infer.engines import create as create_engine
 from myonode.models.bundle import label_spec, load_bundle, write_bundle
+from myonode.models.checkpoints import TrainOptions
 from myonode.models.cxr import CxrModel, concordance, fit_sarcopenia_forest, mixture
 from myonode.models.data import Case, load_case
 from myonode.models.evaluate import evaluate_cases, summarise
 from myonode.models.phantoms import ct_abdomen, mr_thighs
 from myonode.models.templates import ct_muscle_seed000, cxr_sarcopenia_seed004, mr_thigh_seed002
 from myonode.models.train_demo_bundles import write_phantom_cases, write_radiographs
-from myonode.models.training import TrainOptions, train
-from myonode.synthetic import write_ct_series
-from myonode.volume import load_series
+from myonode.models.training import train
 
 TINY_KEYS = ("psoas_left", "psoas_right", "erector_spinae_left", "erector_spinae_right")
 

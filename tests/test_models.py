@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from myonode.engines import EngineError
-from myonode.engines import create as create_engine
-from myonode.engines.totalsegmentator import map_output, missing_requirements
+from myonode.app.demo.synthetic import write_ct_series
+from myonode.core.types import EngineError
+from myonode.core.volume import Geometry, Volume, load_nifti, load_series, save_nifti
+from myonode.infer.engines import create as create_engine
+from myonode.infer.engines.totalsegmentator import map_output, missing_requirements
 from myonode.models import BUNDLES_DIR
 from myonode.models.bundle import BundleError, load_bundle
 from myonode.models.networks import (
@@ -26,8 +28,6 @@ from myonode.models.networks import (
 from myonode.models.phantoms import ct_abdomen, mr_iliopsoas, mr_thighs
 from myonode.models.preprocess import orientation_of
 from myonode.models.runtime import SegmentationModel
-from myonode.synthetic import write_ct_series
-from myonode.volume import Geometry, Volume, load_nifti, load_series, save_nifti
 
 DEMO_SEGMENTATION = {
     "ct-abdominal-muscles-seed000-demo": ct_abdomen,
@@ -165,7 +165,7 @@ def test_committed_demo_bundles_verify_and_are_small(name):
 
 @pytest.mark.parametrize("name", DEMO_BUNDLES)
 def test_bundle_verify_reports_configs_and_weights(name, capsys):
-    from myonode.cli import main
+    from myonode.app.cli import main
 
     assert main(["bundle", "verify", str(BUNDLES_DIR / name)]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -198,7 +198,7 @@ def _rehash(bundle: Path) -> None:
 
 
 def test_altered_inference_config_is_refused_before_it_is_parsed(demo_copy, tmp_path, capsys):
-    from myonode.cli import main
+    from myonode.app.cli import main
 
     marker = tmp_path / "expression-ran"
     _inject(demo_copy / "configs" / "inference.json", marker)
@@ -353,15 +353,12 @@ def test_channels_must_be_present():
 
 
 def test_second_job_on_a_resident_model_skips_loading(monkeypatch):
-    from myonode import pipeline
     from myonode.models import runtime
+    from myonode.route.profiles import builtin_pipelines
+    from myonode.worker.runner import Runner
 
     spec = f"bundle:{BUNDLES_DIR / 'ct-abdominal-muscles-seed000-demo'}"
-    monkeypatch.setitem(
-        pipeline.PIPELINES,
-        "ct_bundle",
-        replace(pipeline.PIPELINES["ct_muscle"], name="ct_bundle", engine=spec),
-    )
+    bundle_pipeline = replace(builtin_pipelines()["ct_muscle"], name="ct_bundle", engine=spec)
     loads = []
     original = runtime.SegmentationModel.__init__
 
@@ -371,7 +368,7 @@ def test_second_job_on_a_resident_model_skips_loading(monkeypatch):
 
     monkeypatch.setattr(runtime.SegmentationModel, "__init__", counting_init)
     volume = ct_abdomen(11, shape=(6, 96, 96)).volume
-    runner = pipeline.Runner()
+    runner = Runner(pipelines={"ct_bundle": bundle_pipeline})
     first = runner.engine("ct_bundle").segment(volume)
     second = runner.engine("ct_bundle").segment(volume)
     assert runner.engine_loads == 1

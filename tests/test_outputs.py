@@ -8,12 +8,12 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.core.volume import Geometry, load_nifti, load_series, with_positive_axes
 from myonode.encode import conform_copied_attributes
-from myonode.engines.threshold import ThresholdMuscleEngine
-from myonode.pipeline import Runner
-from myonode.results import result_rows, rows_from_sr
-from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
-from myonode.volume import Geometry, load_nifti, load_series, with_positive_axes
+from myonode.infer.engines.threshold import ThresholdMuscleEngine
+from myonode.measure.results import result_rows, rows_from_sr
+from myonode.worker.runner import Runner
 
 from support import require_tool, sr_texts
 
@@ -30,7 +30,7 @@ def dciodvfy_errors(path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_ct_outputs(tmp_path_factory):
-    from myonode.shared_data import shared_data_dir
+    from myonode.app.demo.shared_data import shared_data_dir
 
     shared = shared_data_dir()
     if shared is None:

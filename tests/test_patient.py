@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from myonode.patient import patient_facts
+from myonode.core.patient import patient_facts
 
 
 def test_complete_header():

@@ -7,7 +7,7 @@ import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 from pynetdicom import AE
 
-from myonode.scu import describe, send_files
+from myonode.dispatch.scu import describe, send_files
 
 from support import metric, require_tool, wait_until
 
@@ -76,7 +76,7 @@ def test_disallowed_calling_ae_is_rejected(tmp_path, node_factory, ct_series):
     from conftest import make_settings
 
     node = node_factory(make_settings(tmp_path, **{"dicom.allowed_calling_aets": ["PACS"]}))
-    from myonode.scu import SendError
+    from myonode.dispatch.scu import SendError
 
     with pytest.raises(SendError):
         send_files([describe(ct_series[0])], "STRANGER", "MYONODE", "127.0.0.1", node.port)
@@ -98,7 +98,7 @@ def test_free_space_reserve_gives_a700(tmp_path, node_factory, ct_series):
 
 def test_real_disk_full_gives_a700(tmp_path, node_factory):
     """A real, small tmpfs fills up: ENOSPC must become 0xA700, never a false success."""
-    from myonode.synthetic import abdomen_phantom, write_ct_series
+    from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
 
     from conftest import make_settings
 

@@ -1,6 +1,6 @@
 import pytest
 
-from myonode.references import by_sex, seed000_band, seed000_mass
+from myonode.measure.references import by_sex, seed000_band, seed000_mass
 
 
 @pytest.mark.parametrize(

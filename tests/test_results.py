@@ -6,9 +6,9 @@ import urllib.request
 import pydicom
 import pytest
 
-from myonode.results import ResultFilter, records_csv
-from myonode.scu import describe, send_files
-from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.dispatch.scu import describe, send_files
+from myonode.store.records import ResultFilter, records_csv
 
 from conftest import make_settings
 from support import Orthanc, myonode, sr_texts, wait_until

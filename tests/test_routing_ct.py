@@ -7,17 +7,17 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from myonode.routing import folder_studies, load_profiles, route_rows
-from myonode.routing.contrast import (
+from myonode.app.demo.synthetic import write_mixed_ct_study
+from myonode.core.volume import load_nifti
+from myonode.route import folder_studies, load_profiles, route_rows
+from myonode.route.contrast import (
     combine,
     header_evidence,
     header_verdict,
     image_evidence,
     sample_hu,
 )
-from myonode.routing.kernels import classify
-from myonode.synthetic import write_mixed_ct_study
-from myonode.volume import load_nifti
+from myonode.route.kernels import classify
 
 from studies import STUDY, series_rows
 

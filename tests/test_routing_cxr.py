@@ -7,10 +7,11 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from myonode.inputs import load_inputs
-from myonode.routing import folder_studies, load_profiles, route_rows
-from myonode.routing.cxr import load_radiograph, pixel_spacing, view_position
-from myonode.volume import VolumeError
+from myonode.core.radiograph import load_radiograph
+from myonode.core.volume import VolumeError
+from myonode.dicom.radiograph import pixel_spacing, view_position
+from myonode.infer.inputs import load_inputs
+from myonode.route import folder_studies, load_profiles, route_rows
 
 PROFILES = load_profiles()
 

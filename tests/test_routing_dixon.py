@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from myonode.inputs import load_inputs
-from myonode.routing import folder_studies, load_profiles, route_rows
-from myonode.routing.dixon import channel, fuse_stations
-from myonode.uids import derived_uid
-from myonode.volume import Geometry, Volume
+from myonode.core.volume import Geometry, Volume
+from myonode.dicom.dixon_channel import channel
+from myonode.dicom.uids import derived_uid
+from myonode.infer.fusion import fuse_stations
+from myonode.infer.inputs import load_inputs
+from myonode.route import folder_studies, load_profiles, route_rows
 
 from studies import write_mr_series
 
@@ -231,9 +232,10 @@ def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
     is a stand-in: the MR pipeline is another issue's)."""
     from dataclasses import replace
 
-    from myonode.config import load_settings
-    from myonode.pipeline import PIPELINES, Runner
-    from myonode.process import process_folder
+    from myonode.app.process import process_folder
+    from myonode.core.config import load_settings
+    from myonode.route.profiles import builtin_pipelines
+    from myonode.worker.runner import Runner
 
     study_uid = derived_uid("dixon-worker")
     geometry = station_geometry(0)
@@ -259,7 +261,7 @@ def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
             seen.append((options.get("volume"), list(reasons)))
             return super().run(pipeline_name, paths, out_dir, reasons, **options)
 
-    stand_in = replace(PIPELINES["ct_muscle"], name="mr_muscle", series_number_base=9200)
+    stand_in = replace(builtin_pipelines()["ct_muscle"], name="mr_muscle", series_number_base=9200)
     runner = Recording(pipelines={"mr_muscle": stand_in})
     report, index = process_folder(
         tmp_path / "study", tmp_path / "out", load_settings(environ={}), runner
@@ -282,9 +284,11 @@ def test_fused_stations_give_one_seg_on_the_fused_grid(tmp_path):
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from myonode.anatomy import THIGH
-    from myonode.engines import Algorithm, LabelMap, register
-    from myonode.pipeline import Pipeline, Runner
+    from myonode.core.types import Algorithm, EngineIdentity, EngineKind, LabelMap
+    from myonode.dicom.anatomy import THIGH
+    from myonode.infer.engines import register
+    from myonode.pipelines import Pipeline
+    from myonode.worker.runner import Runner
 
     class WaterAbove500:  # stand-in engine: the ellipsoid, as the left thigh muscles
         algorithm = Algorithm(
@@ -294,7 +298,13 @@ def test_fused_stations_give_one_seg_on_the_fused_grid(tmp_path):
         def segment(self, volume: Volume) -> LabelMap:
             return LabelMap((volume.array >= 500).astype(np.uint8), {1: THIGH[0]})
 
-    register("test-water-threshold", lambda _argument: WaterAbove500())
+    register(
+        "test-water-threshold",
+        EngineKind(
+            create=lambda _argument: WaterAbove500(),
+            identify=lambda _argument: EngineIdentity(WaterAbove500.algorithm, "segmentation"),
+        ),
+    )
     files = write_dixon_study(tmp_path / "study")
     [(study_uid, rows)] = folder_studies(tmp_path / "study").items()
     [job] = route_rows(study_uid, rows, PROFILES, lambda p: "1").jobs

@@ -1,4 +1,4 @@
-from myonode.sarcopenia import awgs2019, ewgsop2
+from myonode.measure.sarcopenia import awgs2019, ewgsop2
 
 
 def test_imaging_only_inputs_leave_strength_unevaluable():

@@ -20,9 +20,9 @@ import pytest
 from matplotlib.image import imread
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from myonode.shared_data import shared_data_dir
-from myonode.synthetic import Patient, abdomen_phantom, write_ct_series
-from myonode.volume import load_nifti, with_positive_axes
+from myonode.app.demo.shared_data import shared_data_dir
+from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.core.volume import load_nifti, with_positive_axes
 
 from support import (
     REPO,

@@ -2,7 +2,7 @@ import errno
 
 import pytest
 
-from myonode.storage import (
+from myonode.store.files import (
     OutOfSpace,
     ensure_free_space,
     remove_stale_partials,

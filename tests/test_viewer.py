@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from myonode.viewer import create_viewer_app
+from myonode.app.viewer import create_viewer_app
 
 from conftest import make_settings
 

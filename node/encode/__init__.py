@@ -1,4 +1,8 @@
-"""Encoders: DICOM SEG, TID 1500 SR and visual reports from measured results (no I/O)."""
+"""The encode stage: DICOM SEG, TID 1500 SR and the visual report (Encapsulated PDF) from
+measured results, with the identity and attributes they copy from the source (no I/O).
+
+May import `measure`, `store.records`, `core` and `dicom`.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
-from .. import __version__
-from ..anatomy import PRIVATE_SCHEME, Structure
-from ..uids import derived_uid
+from myonode import __version__
+from myonode.dicom.anatomy import PRIVATE_SCHEME, Structure
+from myonode.dicom.uids import derived_uid
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,17 @@ from matplotlib.figure import Figure
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
-from ..assessment import Assessment
-from ..engines import Algorithm, LabelMap
-from ..volume import Volume
-from . import Device, OutputIdentity, conform_copied_attributes, structure_colours, use_utf8
-from .sr import intended_use_statement
+from myonode.core.types import Algorithm, LabelMap
+from myonode.core.volume import Volume
+from myonode.encode import (
+    Device,
+    OutputIdentity,
+    conform_copied_attributes,
+    structure_colours,
+    use_utf8,
+)
+from myonode.encode.sr import intended_use_statement
+from myonode.measure.assessment import Assessment
 
 PDF_SERIES_OFFSET = 2
 _PATIENT_STUDY = (

@@ -11,10 +11,16 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..anatomy import Structure
-from ..engines import Algorithm, LabelMap
-from ..volume import Volume
-from . import Device, OutputIdentity, declare_private_scheme, structure_colours, use_utf8
+from myonode.core.types import Algorithm, LabelMap
+from myonode.core.volume import Volume
+from myonode.dicom.anatomy import Structure
+from myonode.encode import (
+    Device,
+    OutputIdentity,
+    declare_private_scheme,
+    structure_colours,
+    use_utf8,
+)
 
 SEG_SERIES_OFFSET = 0
 

@@ -28,12 +28,12 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from .. import codes as c
-from ..assessment import Assessment, Change
-from ..engines import Algorithm
-from ..measure import StructureMeasurements
-from ..prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
-from . import Device, OutputIdentity, declare_private_scheme, use_utf8
+from myonode.core.types import Algorithm
+from myonode.dicom import codes as c
+from myonode.encode import Device, OutputIdentity, declare_private_scheme, use_utf8
+from myonode.measure.assessment import Assessment, Change
+from myonode.measure.prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
+from myonode.measure.structures import StructureMeasurements
 
 SR_SERIES_OFFSET = 1
 

@@ -1,0 +1,243 @@
+"""`classical-mr`: the default MR engine, from fat/muscle contrast and anatomy, no weights.
+
+Works on Dixon pairs (water image plus `volume.channels["fat"]`) and on plain fat-bright
+axial series (T1, T2 fast spin echo). A lumbar station (the two psoas beside a vertebral
+body) gives the paraspinal muscles split into multifidus and erector spinae, the psoas
+major and the quadratus lumborum; a thigh station (two legs, each with a femur) gives the
+anterior, medial and posterior compartments. Anything else is left unsegmented with a
+note. Fat fraction is not computed here: the measurement layer takes it from the channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import convex_hull_image
+from skimage.segmentation import watershed
+
+from myonode.core.types import CLASSICAL_NOTE, Algorithm, EngineIdentity, EngineKind, LabelMap
+from myonode.core.volume import Volume
+from myonode.dicom.anatomy import (
+    ERECTOR,
+    MULTIFIDUS_SIDES,
+    PSOAS,
+    QUADRATUS,
+    THIGH_ANTERIOR,
+    THIGH_MEDIAL,
+    THIGH_POSTERIOR,
+    Structure,
+)
+from myonode.infer.engines.body_wall import wall_band
+from myonode.infer.engines.landmarks_ct import Spine
+from myonode.infer.engines.landmarks_mr import (
+    MUSCLE_BELOW,
+    body_mask_mr,
+    fat_likeness,
+    find_spine_mr,
+)
+from myonode.infer.engines.morphology import disk, smooth_in_plane
+from myonode.infer.engines.orientation import OrientationError, canonical
+from myonode.infer.engines.thigh_mr import thigh_compartments
+from myonode.infer.engines.trunk_muscles import SIDES, SliceFrame, posterior_groups
+
+VERSION = "0.1.0"
+DEEP_MUSCLE_BELOW = 0.25
+SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
+
+_LUMBAR: tuple[tuple[str, Structure], ...] = (
+    *((f"multifidus_{s.side}", s) for s in MULTIFIDUS_SIDES),
+    *((f"erector_spinae_{s.side}", s) for s in ERECTOR),
+    *((f"psoas_{s.side}", s) for s in PSOAS),
+    *((f"quadratus_lumborum_{s.side}", s) for s in QUADRATUS),
+)
+_THIGH: tuple[tuple[str, Structure], ...] = (
+    *((f"anterior_{s.side}", s) for s in THIGH_ANTERIOR),
+    *((f"medial_{s.side}", s) for s in THIGH_MEDIAL),
+    *((f"posterior_{s.side}", s) for s in THIGH_POSTERIOR),
+)
+
+
+class ClassicalMrEngine:
+    """Lumbar and thigh muscles on MR from fat-likeness, fat planes and landmarks."""
+
+    algorithm = Algorithm.classical(
+        "myonode-classical-mr", VERSION, {"muscle_fat_likeness_below": f"{MUSCLE_BELOW:g}"}
+    )
+
+    def segment(self, volume: Volume) -> LabelMap:
+        try:
+            view = canonical(volume.geometry)
+        except OrientationError as error:
+            return _empty(volume, f"Not segmented: {error}.")
+        signal = view.view(volume.array)
+        fat = volume.channels.get("fat")
+        if fat is None and _water_image(volume):
+            return _empty(
+                volume,
+                "Dixon water image without its fat image: fat is dark here, and the engine "
+                "needs the water and fat pair or a fat-bright series; nothing measured.",
+            )
+        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
+        body = body_mask_mr(signal if fat is None else signal + view.view(fat))
+        notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
+        if body.any() and _touches_edge(body):
+            notes.append("The body extends beyond the field of view: lateral parts are cut.")
+        spine, _mid = find_spine_mr(likeness, body, view.spacing)
+        if spine.present.sum() >= max(2, 0.5 * len(spine.present)):
+            masks, groups = lumbar_groups(likeness, body, spine, view.spacing), _LUMBAR
+            notes.append(f"Lumbar station: column found on {int(spine.present.sum())} slices.")
+        else:
+            masks, measured = thigh_compartments(likeness, body, view.spacing, MUSCLE_BELOW)
+            groups = _THIGH
+            if measured:
+                notes.append(f"Thigh station: both femurs found on {measured} slices.")
+            else:
+                return _empty(
+                    volume,
+                    "Neither a lumbar station (psoas either side of a vertebral body) nor a "
+                    "thigh station (two legs with their femurs) was recognised.",
+                )
+        labels = np.zeros(signal.shape, dtype=np.uint8)
+        for value, (key, _structure) in enumerate(groups, start=1):
+            labels[masks[key] & (labels == 0)] = value
+        structures = {
+            value: structure
+            for value, (_key, structure) in enumerate(groups, start=1)
+            if (labels == value).any()
+        }
+        missing = [s.name for _key, s in groups if s not in structures.values()]
+        if missing:
+            notes.append("Not found in this series: " + ", ".join(missing) + ".")
+        return LabelMap(labels=view.restore(labels), structures=structures, notes=notes)
+
+
+def _water_image(volume: Volume) -> bool:
+    """Whether the series is the water image of a Dixon acquisition (routing's reading)."""
+    if not volume.datasets:
+        return False
+    from myonode.dicom.dixon_channel import channel
+
+    first = volume.datasets[0]
+    found, _evidence = channel(
+        [str(v) for v in first.get("ImageType", [])],
+        str(first.get("SeriesDescription", "")),
+        str(first.get("ProtocolName", "")),
+        {},
+    )
+    return found == "water"
+
+
+def _plain_note() -> str:
+    return "No Dixon fat image: muscle told from fat by signal relative to local fat."
+
+
+def _empty(volume: Volume, note: str) -> LabelMap:
+    return LabelMap(
+        labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=[CLASSICAL_NOTE, note]
+    )
+
+
+def _touches_edge(body: np.ndarray) -> bool:
+    edges = body[:, :, 0].any() or body[:, :, -1].any()
+    return bool(edges and body[:, :, [0, -1]].sum() > 0.02 * body.shape[0] * body.shape[1])
+
+
+def lumbar_groups(
+    likeness: np.ndarray, body: np.ndarray, spine: Spine, spacing: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Paraspinal (split into multifidus and erector spinae), psoas and quadratus lumborum."""
+    smooth = smooth_in_plane(likeness, 1.0, spacing)
+    fat = (smooth >= MUSCLE_BELOW) & body
+    _band, depth = wall_band(~fat & body, body, fat, spacing)
+    vertebra = vertebral_bodies(body.shape, spine, spacing)
+    # Paraspinal muscles often carry fatty streaks, so they are grown through moderately
+    # fat-like tissue; psoas and quadratus lie in retroperitoneal fat of intermediate
+    # signal and are grown through clearly dark tissue only.
+    masks = posterior_groups(
+        ~fat & body,
+        (smooth < DEEP_MUSCLE_BELOW) & body,
+        depth,
+        vertebra,
+        spine,
+        spacing,
+        np.ones(len(body), dtype=bool),
+    )
+    del masks["other"]  # bulges beside the paraspinals: not reported on MR
+    beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
+    for side in SIDES:
+        # The hull must not take the quadratus or psoas lying against the compartment.
+        outside = ~masks[f"quadratus_lumborum_{side}"] & ~masks[f"psoas_{side}"]
+        paraspinal = compartment(
+            masks.pop(f"erector_spinae_{side}"), smooth < DEEP_MUSCLE_BELOW, beneath & outside
+        )
+        # The spinous process with its interspinous and supraspinous ligaments fills the
+        # midline between the two multifidi; on T2 it is as dark as muscle, so its half
+        # width is kept free by anatomy.
+        for k in np.nonzero(spine.present)[0]:
+            frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
+            paraspinal[k] &= frame.toward(side) >= SPINOUS_HALF_WIDTH_MM
+        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
+            paraspinal, smooth, spine, spacing, side
+        )
+    return masks
+
+
+def compartment(paraspinal: np.ndarray, dark: np.ndarray, beneath: np.ndarray) -> np.ndarray:
+    """The paraspinal muscles of one side as their compartment: the convex hull, per
+    slice, of their dark (fat-free) part, beneath the subcutaneous fat.
+
+    Erector spinae and multifidus fill the osteofascial compartment between the vertebral
+    arch and the thoracolumbar fascia, which is convex in section. Their fatty
+    infiltration (streaks, and whole fatty regions deep in the lower lumbar multifidus)
+    lies inside it and belongs to the muscle, as in the references and in fat-infiltration
+    grading; the dark part alone would leave it out."""
+    out = np.zeros_like(paraspinal)
+    for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+        core = paraspinal[k] & dark[k]
+        out[k] = (convex_hull_image(core) if core.any() else paraspinal[k]) & beneath[k]
+    return out
+
+
+def vertebral_bodies(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) -> np.ndarray:
+    """The vertebral body as an ellipse between the psoas muscles (radius r across, 1.2 r
+    front to back): on T2 marrow is as dark as muscle, so it must be excluded by anatomy."""
+    out = np.zeros(shape, dtype=bool)
+    for k in np.nonzero(spine.present)[0]:
+        frame = SliceFrame.at(shape[1:], spine, k, spacing)
+        r = frame.radius
+        out[k] = (frame.lateral / r) ** 2 + (frame.forward / (1.2 * r)) ** 2 <= 1.0
+    return out
+
+
+def split_paraspinal(
+    paraspinal: np.ndarray, smooth: np.ndarray, spine: Spine, spacing: np.ndarray, side: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multifidus (medial, against the spinous process and lamina) and erector spinae
+    (lateral), divided along the fatty septum between them by a watershed on fat-likeness."""
+    multifidus = np.zeros_like(paraspinal)
+    erector = np.zeros_like(paraspinal)
+    spacing_ji = (float(spacing[1]), float(spacing[2]))
+    for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+        frame = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing)
+        lateral = frame.toward(side)
+        mask = paraspinal[k]
+        extent = float(lateral[mask].max())
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[mask & (lateral <= min(15.0, 0.3 * extent))] = 1
+        markers[mask & (lateral >= 0.65 * extent)] = 2
+        if len(np.unique(markers)) < 3:
+            erector[k] = mask
+            continue
+        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
+        basins = watershed(landscape, markers, mask=mask)
+        multifidus[k] = basins == 1
+        erector[k] = basins == 2
+    return multifidus, erector
+
+
+ENGINES = {
+    "classical-mr": EngineKind(
+        create=lambda _argument: ClassicalMrEngine(),
+        identify=lambda _argument: EngineIdentity(ClassicalMrEngine.algorithm, "segmentation"),
+    )
+}

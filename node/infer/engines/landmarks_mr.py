@@ -1,0 +1,185 @@
+"""Anatomical landmarks on MR: fat-likeness, body, midline, the back and the spine, femurs.
+
+MR signal has no absolute scale, so everything starts from `fat_likeness`: 1 for fat, near
+0 for muscle, from a Dixon fat fraction when the fat image is present, else from the
+signal after N4 bias-field correction (the receive coils shade the image) divided by the
+local level of fat, the brightest tissue on T1 and T2 fast spin echo. Arrays are canonical
+(`orientation.py`) with the spacing in mm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from myonode.infer.engines.landmarks_ct import Spine, track_column
+from myonode.infer.engines.morphology import (
+    bulges,
+    disk,
+    fill_holes_per_slice,
+    largest_component,
+    smooth_in_plane,
+)
+
+MUSCLE_BELOW = 0.45  # fat-likeness under which tissue counts as muscle
+FAT_LEVEL_SIGMA_MM = 25.0
+
+
+def fat_likeness(signal: np.ndarray, fat: np.ndarray | None, spacing: np.ndarray) -> np.ndarray:
+    """0 (muscle, water) .. 1 (fat) per voxel; background is 0 and excluded by the body mask."""
+    if fat is not None:
+        total = signal.astype(np.float32) + fat.astype(np.float32)
+        return np.divide(fat, total, out=np.zeros(total.shape, np.float32), where=total > 0)
+    signal = signal.astype(np.float32)
+    foreground = signal > 0.05 * np.percentile(signal, 99)
+    if foreground.sum() < 100:
+        return np.zeros_like(signal)
+    signal = bias_corrected(signal, foreground, spacing)
+    bright = signal > threshold_otsu(signal[foreground])
+    sigma = (0.0, FAT_LEVEL_SIGMA_MM / spacing[1], FAT_LEVEL_SIGMA_MM / spacing[2])
+    weight = ndimage.gaussian_filter(bright.astype(np.float32), sigma)
+    level = ndimage.gaussian_filter(signal * bright, sigma)
+    level = np.divide(level, weight, out=np.zeros_like(level), where=weight > 0.02)
+    # Far from any fat the local level is unreliable; fall back to the global fat level.
+    level = np.where(weight > 0.02, level, np.median(signal[bright]))
+    return np.divide(signal, level, out=np.zeros_like(signal), where=level > 0)
+
+
+def bias_corrected(signal: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """N4 bias-field correction (SimpleITK), fitted on a copy shrunk to about 4 mm pixels."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(signal)
+    image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    weights = sitk.GetImageFromArray(mask.astype(np.uint8))
+    weights.CopyInformation(image)
+    shrink = [max(1, round(4.0 / float(spacing[2]))), max(1, round(4.0 / float(spacing[1]))), 1]
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([25, 25, 15])
+    corrector.Execute(sitk.Shrink(image, shrink), sitk.Shrink(weights, shrink))
+    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(image))
+    return (signal / np.exp(log_field)).astype(np.float32)
+
+
+def body_mask_mr(signal: np.ndarray) -> np.ndarray:
+    """The patient: the largest region above the noise floor, holes filled per slice."""
+    above = signal > 0.05 * np.percentile(signal, 99)
+    out = np.stack([largest_component(s) for s in above]) if len(above) else above
+    return fill_holes_per_slice(out)
+
+
+def midline(likeness: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Per slice, the column about which the image is most mirror-symmetric (the sagittal
+    midline), searched within 40 mm of the body's centre."""
+    nk, _nj, ni = likeness.shape
+    out = np.full(nk, np.nan)
+    image = np.clip(likeness, 0.0, 1.5)
+    for k in range(nk):
+        if not body[k].any():
+            continue
+        centre = float(np.nonzero(body[k])[1].mean())
+        reach = 40.0 / float(spacing[2])
+        best = (np.inf, centre)
+        for doubled in range(int(2 * (centre - reach)), int(2 * (centre + reach)) + 1):
+            columns = np.arange(max(0, doubled - (ni - 1)), min(ni - 1, doubled) + 1)
+            if len(columns) < ni // 2:
+                continue
+            difference = float(np.abs(image[k][:, columns] - image[k][:, doubled - columns]).mean())
+            best = min(best, (difference, doubled / 2.0))
+        out[k] = best[1]
+    return out
+
+
+def back_surface(
+    likeness: np.ndarray, body: np.ndarray, mid: np.ndarray, spacing: np.ndarray
+) -> np.ndarray:
+    """Per slice, the row where the back muscles begin under the posterior subcutaneous
+    fat, beside the midline (15-35 mm either side); NaN where no muscle lies there."""
+    nk = likeness.shape[0]
+    sj, si = float(spacing[1]), float(spacing[2])
+    out = np.full(nk, np.nan)
+    dark = smooth_in_plane(likeness, 1.0, spacing) < MUSCLE_BELOW
+    for k in range(nk):
+        if np.isnan(mid[k]):
+            continue
+        rows = []
+        for i in range(likeness.shape[2]):
+            if not 15.0 <= abs(i - mid[k]) * si <= 35.0:
+                continue
+            inside = np.nonzero(body[k][:, i])[0]
+            if not len(inside):
+                continue
+            start = inside.max() - int(6.0 / sj)  # below the skin
+            column = dark[k][: max(start, 0), i]
+            muscle = np.nonzero(column)[0]
+            if len(muscle):
+                rows.append(muscle.max())
+        if len(rows) >= 4:
+            out[k] = float(np.median(rows))
+    return out
+
+
+def find_spine_mr(
+    likeness: np.ndarray, body: np.ndarray, spacing: np.ndarray
+) -> tuple[Spine, np.ndarray]:
+    """The vertebral column on MR from the two psoas muscles, and the midline per slice.
+
+    Marrow is bright on T1 and dark on T2, but the psoas muscles are dark on every fat-bright
+    sequence: a symmetric pair of large dark bulges either side of the midline, 40-140 mm
+    in front of the back muscles. The vertebral body lies between them; its radius is
+    the half gap between their medial edges. Slices without such a pair have no column.
+    """
+    nk = likeness.shape[0]
+    sj, si = float(spacing[1]), float(spacing[2])
+    mid = midline(likeness, body, spacing)
+    back = back_surface(likeness, body, mid, spacing)
+    dark = smooth_in_plane(likeness, 1.0, spacing) < 0.25
+    dark = ndimage.binary_opening(dark & body, disk(3.0, (sj, si))[np.newaxis])
+    detections = np.full((nk, 2), np.nan)
+    radius = np.full(nk, np.nan)
+    for k in range(nk):
+        if np.isnan(back[k]):
+            continue
+        pair = psoas_pair(dark[k], mid[k], back[k], (sj, si))
+        if pair is None:
+            continue
+        (left, right) = pair
+        rows = np.concatenate([np.nonzero(left)[0], np.nonzero(right)[0]])
+        medial = [np.abs(np.nonzero(side)[1] - mid[k]).min() * si for side in (left, right)]
+        detections[k] = (float(np.median(rows)), mid[k])
+        radius[k] = max(10.0, float(np.mean(medial)))
+    return track_column(detections, radius, spacing), mid
+
+
+def psoas_pair(
+    dark: np.ndarray, mid: float, back: float, spacing_ji: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The most symmetric pair of large dark bulges beside the midline (one slice).
+
+    Psoas, vertebral body and bowel touch each other, so the dark tissue is first cut into
+    bulges at its necks (watershed of the distance map)."""
+    sj, si = spacing_ji
+    labelled, _tops = bulges(dark, spacing_ji)
+    candidates = {"left": [], "right": []}
+    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
+        part = labelled[box] == number
+        area = part.sum() * sj * si
+        if area < 200.0:
+            continue
+        rows, cols = np.nonzero(part)
+        j = rows.mean() + box[0].start
+        x = (cols.mean() + box[1].start - mid) * si
+        ahead = (back - j) * sj
+        if not (20.0 <= abs(x) <= 100.0 and 40.0 <= ahead <= 140.0):
+            continue
+        candidates["left" if x > 0 else "right"].append((number, j, x, area))
+    best = None
+    for nl, jl, xl, al in candidates["left"]:
+        for nr, jr, xr, ar in candidates["right"]:
+            asymmetry = abs(xl + xr) / 10.0 + abs(jl - jr) * sj / 10.0 + abs(np.log(al / ar))
+            if asymmetry < 3.0 and (best is None or asymmetry < best[0]):
+                best = (asymmetry, nl, nr)
+    if best is None:
+        return None
+    return labelled == best[1], labelled == best[2]

@@ -1,0 +1,666 @@
+"""The node's persistent state: studies, series, instances, routing decisions, jobs, outbox.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed row survives a crash or power cut,
+which is what lets the receiver acknowledge an instance only after its row is committed.
+Every thread gets its own connection; SQLite serialises writers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from myonode.store.records import ResultFilter, ResultRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT, patient_name TEXT, patient_sex TEXT, patient_age TEXT,
+    patient_birth_date TEXT, patient_size REAL, patient_weight REAL,
+    study_date TEXT, study_time TEXT, accession_number TEXT, study_description TEXT,
+    calling_aet TEXT,
+    change_seq INTEGER NOT NULL DEFAULT 0,
+    processed_seq INTEGER NOT NULL DEFAULT 0,
+    first_received_at REAL, last_received_at REAL
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT, series_number INTEGER, series_description TEXT,
+    instance_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    calling_aet TEXT,
+    received_at REAL NOT NULL,
+    tags TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL, series_uid TEXT, pipeline TEXT,
+    selected INTEGER NOT NULL, reason TEXT NOT NULL, details TEXT,
+    study_seq INTEGER NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_study ON decisions(study_uid);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,
+    pipeline TEXT NOT NULL, pipeline_version TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reasons TEXT,
+    inputs TEXT,
+    error TEXT,
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, pipeline TEXT NOT NULL,
+    structure TEXT NOT NULL, quantity TEXT NOT NULL,
+    value REAL, unit TEXT NOT NULL, text TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
+"""
+# 'withheld': not delivered on purpose (the source study was deleted from the archive).
+OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER REFERENCES jobs(id),
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL, sent_at REAL,
+    UNIQUE (sop_uid, destination)
+);
+"""
+# A study's status once nothing more happens without new images: the archive stops asking.
+FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index keeps about one stored instance."""
+
+    sop_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    transfer_syntax: str
+    path: Path
+    size: int
+    sha256: str
+    calling_aet: str | None
+    tags: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision: a series selected for, or excluded from, a pipeline."""
+
+    series_uid: str | None
+    pipeline: str | None
+    selected: bool
+    reason: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job to queue. `series_uid` is the primary input (output UIDs derive from it);
+    `inputs` maps role → series UIDs for jobs that read more than one series (Dixon water and
+    fat per station, in station order) or one image of a series (``instances``)."""
+
+    series_uid: str
+    pipeline: str
+    pipeline_version: str
+    input_digest: str
+    reasons: list[str]
+    inputs: dict[str, list[str]] | None = None
+
+
+# Columns added after a table was first created: (table, column, type). Applied on open so an
+# index written by an older version keeps working.
+MIGRATIONS = (("jobs", "inputs", "TEXT"),)
+
+
+class Index:
+    """Thread-safe access to the SQLite index."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
+        conn = self._connection()
+        conn.executescript(SCHEMA)
+        self._migrate_outbox(conn)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that an index created by an older version lacks."""
+        with self.transaction() as conn:
+            for table, column, kind in MIGRATIONS:
+                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @staticmethod
+    def _migrate_outbox(conn: sqlite3.Connection) -> None:
+        """Create the outbox, or widen an older one's state CHECK (SQLite cannot alter it)."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
+        if row is None:
+            conn.executescript(OUTBOX)
+        elif "'withheld'" not in row["sql"]:
+            conn.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
+                + OUTBOX
+                + "INSERT INTO outbox SELECT * FROM outbox_old; DROP TABLE outbox_old; COMMIT;"
+            )
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._opened_lock:
+                self._opened.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE) so it cannot deadlock later."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close every thread's connection (threads must not use the index afterwards)."""
+        with self._opened_lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+        self._local = threading.local()
+
+    # -- receive ---------------------------------------------------------------------------
+
+    def instance_sha256(self, sop_uid: str) -> str | None:
+        rows = self.query("SELECT sha256 FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return rows[0]["sha256"] if rows else None
+
+    def record_instance(
+        self, record: InstanceRecord, study: dict[str, Any], series: dict[str, Any]
+    ) -> None:
+        """Add or replace an instance and mark its study changed (reopening it if processed)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO studies (study_uid, patient_id, patient_name, patient_sex,
+                       patient_age, patient_birth_date, patient_size, patient_weight, study_date,
+                       study_time, accession_number, study_description, calling_aet,
+                       change_seq, first_received_at, last_received_at)
+                   VALUES (:study_uid, :patient_id, :patient_name, :patient_sex, :patient_age,
+                       :patient_birth_date, :patient_size, :patient_weight, :study_date,
+                       :study_time, :accession_number, :study_description, :calling_aet,
+                       1, :now, :now)
+                   ON CONFLICT (study_uid) DO UPDATE SET
+                       change_seq = change_seq + 1, last_received_at = :now,
+                       calling_aet = COALESCE(:calling_aet, calling_aet)""",
+                {
+                    **study,
+                    "study_uid": record.study_uid,
+                    "calling_aet": record.calling_aet,
+                    "now": now,
+                },
+            )
+            conn.execute(
+                """INSERT INTO series (series_uid, study_uid, modality, series_number,
+                       series_description)
+                   VALUES (:series_uid, :study_uid, :modality, :series_number, :series_description)
+                   ON CONFLICT (series_uid) DO NOTHING""",
+                {**series, "series_uid": record.series_uid, "study_uid": record.study_uid},
+            )
+            conn.execute(
+                """INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid,
+                       transfer_syntax, path, size, sha256, calling_aet, received_at, tags)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (sop_uid) DO UPDATE SET
+                       sop_class_uid = excluded.sop_class_uid,
+                       transfer_syntax = excluded.transfer_syntax, path = excluded.path,
+                       size = excluded.size, sha256 = excluded.sha256,
+                       calling_aet = excluded.calling_aet, received_at = excluded.received_at,
+                       tags = excluded.tags""",
+                (
+                    record.sop_uid,
+                    record.series_uid,
+                    record.study_uid,
+                    record.sop_class_uid,
+                    record.transfer_syntax,
+                    str(record.path),
+                    record.size,
+                    record.sha256,
+                    record.calling_aet,
+                    now,
+                    json.dumps(record.tags),
+                ),
+            )
+            conn.execute(
+                """UPDATE series SET instance_count =
+                       (SELECT COUNT(*) FROM instances WHERE series_uid = ?)
+                   WHERE series_uid = ?""",
+                (record.series_uid, record.series_uid),
+            )
+
+    def series_instances(self, series_uid: str) -> list[sqlite3.Row]:
+        return self.query(
+            "SELECT * FROM instances WHERE series_uid = ? ORDER BY sop_uid", (series_uid,)
+        )
+
+    def study(self, study_uid: str) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        return rows[0] if rows else None
+
+    def study_instances(self, study_uid: str) -> list[sqlite3.Row]:
+        return self.query(
+            "SELECT * FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
+            (study_uid,),
+        )
+
+    # -- assemble and route ----------------------------------------------------------------
+
+    def stable_studies(self, quiet_seconds: float, now: float | None = None) -> list[sqlite3.Row]:
+        """Studies with unprocessed changes and no new instance for `quiet_seconds`."""
+        now = time.time() if now is None else now
+        return self.query(
+            """SELECT study_uid, change_seq FROM studies
+               WHERE change_seq > processed_seq AND last_received_at <= ?
+               ORDER BY last_received_at""",
+            (now - quiet_seconds,),
+        )
+
+    def restart_quiet_timers(self) -> int:
+        """Start every unprocessed study's quiet period afresh.
+
+        Time the node was down is not quiet time: senders could not reach it, so a study cut
+        off by a crash or restart gets a full quiet period to be completed before routing.
+        """
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE studies SET last_received_at = ? WHERE change_seq > processed_seq",
+                (time.time(),),
+            ).rowcount
+
+    def job_done_for(self, series_uid: str, pipeline: str, version: str, digest: str) -> bool:
+        rows = self.query(
+            """SELECT 1 FROM jobs WHERE series_uid = ? AND pipeline = ? AND pipeline_version = ?
+               AND input_digest = ? AND state IN ('queued', 'running', 'done')""",
+            (series_uid, pipeline, version, digest),
+        )
+        return bool(rows)
+
+    def record_routing(
+        self,
+        study_uid: str,
+        change_seq: int,
+        decisions: Sequence[Decision],
+        jobs: Sequence[JobRequest],
+    ) -> list[int]:
+        """Store the decisions and queue the jobs, and mark the study processed at `change_seq`.
+
+        One transaction, guarded by `change_seq`: if an instance arrived since the study was
+        read, nothing is written and the study is routed again once it is quiet.
+        """
+        now = time.time()
+        with self.transaction() as conn:
+            current = conn.execute(
+                "SELECT change_seq FROM studies WHERE study_uid = ?", (study_uid,)
+            ).fetchone()
+            if current is None or current["change_seq"] != change_seq:
+                return []
+            conn.execute("DELETE FROM decisions WHERE study_uid = ?", (study_uid,))
+            conn.executemany(
+                """INSERT INTO decisions (study_uid, series_uid, pipeline, selected, reason,
+                       details, study_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        study_uid,
+                        d.series_uid,
+                        d.pipeline,
+                        int(d.selected),
+                        d.reason,
+                        json.dumps(d.details) if d.details else None,
+                        change_seq,
+                        now,
+                    )
+                    for d in decisions
+                ],
+            )
+            job_ids = []
+            for job in jobs:
+                cursor = conn.execute(
+                    """INSERT INTO jobs (study_uid, series_uid, pipeline, pipeline_version,
+                           input_digest, state, reasons, inputs, created_at)
+                       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
+                    (
+                        study_uid,
+                        job.series_uid,
+                        job.pipeline,
+                        job.pipeline_version,
+                        job.input_digest,
+                        json.dumps(job.reasons),
+                        json.dumps(job.inputs) if job.inputs else None,
+                        now,
+                    ),
+                )
+                job_ids.append(cursor.lastrowid)
+            conn.execute(
+                "UPDATE studies SET processed_seq = ? WHERE study_uid = ?", (change_seq, study_uid)
+            )
+        return job_ids
+
+    def reroute(self, study_uids: Sequence[str] = (), not_routed: bool = False) -> list[str]:
+        """Mark studies changed so that the node routes them again once they are quiet (now,
+        for studies received earlier): `study_uids`, plus with `not_routed` every routed study
+        that has no job (all its series not routed or their pipelines unavailable).
+
+        Jobs already done for the same inputs and pipeline version are not repeated, so
+        re-routing is safe; it exists for what the node could not do before (a model bundle
+        configured since, a profile changed).
+        """
+        with self.transaction() as conn:
+            wanted = list(dict.fromkeys(study_uids))
+            marks = ",".join("?" * len(wanted))
+            known = {
+                row["study_uid"]
+                for row in conn.execute(
+                    f"SELECT study_uid FROM studies WHERE study_uid IN ({marks})", wanted
+                )
+            }
+            missing = [uid for uid in wanted if uid not in known]
+            if missing:
+                raise KeyError(f"no such study in the index: {', '.join(missing)}")
+            if not_routed:
+                wanted += [
+                    row["study_uid"]
+                    for row in conn.execute(
+                        """SELECT study_uid FROM studies s WHERE processed_seq = change_seq
+                               AND processed_seq > 0 AND NOT EXISTS
+                               (SELECT 1 FROM jobs j WHERE j.study_uid = s.study_uid)"""
+                    )
+                    if row["study_uid"] not in wanted
+                ]
+            conn.executemany(
+                "UPDATE studies SET change_seq = change_seq + 1 WHERE study_uid = ?",
+                [(uid,) for uid in wanted],
+            )
+        return wanted
+
+    def decisions(self, study_uid: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM decisions WHERE study_uid = ? ORDER BY id", (study_uid,))
+
+    def study_status(self, study_uid: str) -> str | None:
+        """Where a study stands, in a few words: what the archive's label and the dashboard show.
+
+        Only the latest job of each (series, pipeline) counts, so a re-run that succeeded
+        after a failure reads "done".
+        """
+        study = self.study(study_uid)
+        if study is None:
+            return None
+        if study["change_seq"] > study["processed_seq"]:
+            return "receiving"
+        jobs = self.query(
+            """SELECT id, state FROM jobs j WHERE study_uid = ? AND id = (SELECT MAX(id)
+                   FROM jobs WHERE series_uid = j.series_uid AND pipeline = j.pipeline)""",
+            (study_uid,),
+        )
+        states = {job["state"] for job in jobs}
+        if not jobs:
+            return "not routed"
+        if states & {"queued", "running"}:
+            return "processing"
+        if "failed" in states:
+            return "failed"
+        marks = ",".join("?" * len(jobs))
+        outbox = self.query(
+            f"SELECT state, last_error FROM outbox WHERE job_id IN ({marks})",
+            [job["id"] for job in jobs],
+        )
+        if any(row["state"] == "pending" for row in outbox):
+            retrying = any(row["state"] == "pending" and row["last_error"] for row in outbox)
+            return "delivery retrying" if retrying else "delivering"
+        if any(row["state"] == "withheld" for row in outbox):
+            return "withheld"
+        return "done"
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def requeue_interrupted_jobs(self) -> int:
+        """Jobs that were running when the node died run again (their outputs are idempotent)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'"
+            ).rowcount
+
+    def claim_job(self) -> sqlite3.Row | None:
+        with self.transaction() as conn:
+            row = conn.execute(
+                """UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
+                   WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                   RETURNING *""",
+                (time.time(),),
+            ).fetchone()
+        return row
+
+    def complete_job(
+        self,
+        job_id: int,
+        outputs: Sequence[tuple[str, str, Path]],
+        destinations: Sequence[str],
+        results: Sequence[Any],
+    ) -> None:
+        """Mark a job done, queue its outputs for every destination and store its results.
+
+        `outputs` holds (sop_uid, sop_class_uid, path); `results` holds rows with structure,
+        quantity, value, unit and text (`results.ResultRow`). A re-run replaces earlier
+        results and re-queues the (deterministically identified) outputs, never duplicating.
+        """
+        now = time.time()
+        with self.transaction() as conn:
+            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            for sop_uid, sop_class_uid, path in outputs:
+                for destination in destinations:
+                    conn.execute(
+                        """INSERT INTO outbox (job_id, study_uid, sop_uid, sop_class_uid, path,
+                               destination, state, next_attempt_at, created_at)
+                           VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                           ON CONFLICT (sop_uid, destination) DO UPDATE SET
+                               job_id = excluded.job_id, path = excluded.path,
+                               state = 'pending', attempts = 0, last_error = NULL,
+                               next_attempt_at = excluded.next_attempt_at, sent_at = NULL""",
+                        (
+                            job_id,
+                            job["study_uid"],
+                            sop_uid,
+                            sop_class_uid,
+                            str(path),
+                            destination,
+                            now,
+                            now,
+                        ),
+                    )
+            conn.execute(
+                "DELETE FROM results WHERE series_uid = ? AND pipeline = ?",
+                (job["series_uid"], job["pipeline"]),
+            )
+            conn.executemany(
+                """INSERT INTO results (job_id, study_uid, series_uid, pipeline, structure,
+                       quantity, value, unit, text, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        job_id,
+                        job["study_uid"],
+                        job["series_uid"],
+                        job["pipeline"],
+                        row.structure,
+                        row.quantity,
+                        row.value,
+                        row.unit,
+                        row.text,
+                        now,
+                    )
+                    for row in results
+                ],
+            )
+            conn.execute(
+                "UPDATE jobs SET state = 'done', finished_at = ?, error = NULL WHERE id = ?",
+                (now, job_id),
+            )
+
+    def fail_job(self, job_id: int, error: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                (time.time(), error, job_id),
+            )
+
+    def prior_masses(self, study_uid: str) -> list[sqlite3.Row]:
+        """Structure masses from earlier studies of the same patient, for change since prior."""
+        return self.query(
+            """SELECT r.study_uid, s.study_date, r.structure, r.value
+               FROM results r JOIN studies s ON s.study_uid = r.study_uid
+               JOIN studies current ON current.study_uid = ?
+               WHERE r.quantity = 'mass' AND r.study_uid != current.study_uid
+                 AND s.patient_id = current.patient_id AND current.patient_id != ''
+                 AND s.study_date < current.study_date""",
+            (study_uid,),
+        )
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def due_outbox(self, now: float | None = None) -> list[sqlite3.Row]:
+        """Pending deliveries that are due, with the series their job measured."""
+        now = time.time() if now is None else now
+        return self.query(
+            """SELECT o.*, j.series_uid AS source_series_uid
+               FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
+               WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+               ORDER BY o.destination, o.id""",
+            (now,),
+        )
+
+    def mark_sent(self, outbox_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,
+                       last_error = NULL WHERE id = ?""",
+                (time.time(), outbox_id),
+            )
+
+    def mark_attempt_failed(self, outbox_id: int, error: str, next_attempt_at: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET attempts = attempts + 1, last_error = ?,
+                       next_attempt_at = ? WHERE id = ?""",
+                (error, next_attempt_at, outbox_id),
+            )
+
+    def mark_withheld(self, outbox_id: int, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = 'withheld', last_error = ? WHERE id = ?",
+                (reason, outbox_id),
+            )
+
+    def query_results(self, wanted: ResultFilter) -> list[ResultRecord]:
+        """Results joined with their study, filtered in SQL, in study and insertion order."""
+        clauses, params = [], []
+        for column, value in (
+            ("s.patient_id", wanted.patient_id),
+            ("r.study_uid", wanted.study_uid),
+            ("r.pipeline", wanted.pipeline),
+            ("r.structure", wanted.structure),
+            ("r.quantity", wanted.quantity),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if wanted.since is not None:
+            clauses.append("s.study_date >= ?")
+            params.append(wanted.since.strftime("%Y%m%d"))
+        if wanted.until is not None:
+            clauses.append("s.study_date <= ?")
+            params.append(wanted.until.strftime("%Y%m%d"))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.query(
+            f"""SELECT r.*, COALESCE(s.patient_id, '') AS patient_id,
+                       COALESCE(s.study_date, '') AS study_date
+                FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
+                {where} ORDER BY s.study_date, r.study_uid, r.id""",
+            params,
+        )
+        return [
+            ResultRecord(
+                row["study_uid"],
+                row["patient_id"],
+                row["study_date"],
+                row["pipeline"],
+                row["structure"],
+                row["quantity"],
+                row["value"],
+                row["unit"],
+                row["text"],
+            )
+            for row in rows
+        ]
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by state, for `myonode status` and metrics."""
+        summary: dict[str, dict[str, int]] = {}
+        for table in ("jobs", "outbox"):
+            rows = self.query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
+            summary[table] = {row["state"]: row["n"] for row in rows}
+        summary["studies"] = {"total": self.query("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
+        summary["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
+        return summary

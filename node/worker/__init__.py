@@ -1,0 +1,3 @@
+"""The worker: runs one routed job through infer → measure → encode with resident engines
+(`runner`). May import every stage below `app`.
+"""

@@ -1,0 +1,192 @@
+"""Real cases made harder on purpose: the same patient mirrored, cut, thicker, enhanced, fatter.
+
+Each variant changes a reference case's image and its reference masks together, so the
+engine's agreement on the variant can be set beside its agreement on the original. They
+stand in for what the shared cases lack (a left-right mirrored patient, a narrow field of
+view, 5 mm slices, intravenous contrast, obesity, no lung in view) and are used by
+`benchmarks/robustness.py` and the robustness tests. Arrays are first brought to positive
+axes (k superior, j posterior, i left) so "left" and "top" mean the patient's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from myonode.core.agreement import Agreement, agreement
+from myonode.core.types import LabelMap, SegmentationEngine
+from myonode.core.volume import Geometry, Volume, load_nifti, with_positive_axes
+from myonode.infer.engines.landmarks_ct import body_mask
+
+from support.reference_cases import ReferenceCase, labels_on_grid, load_image, predicted_mask
+
+Masks = dict[str, np.ndarray]
+
+# TotalSegmentator v2 ids of organs and vessels that take intravenous contrast, with a
+# portal-venous phase enhancement (HU added): kidneys and large vessels strongly.
+ENHANCEMENT = {2: 150.0, 3: 150.0, 52: 150.0, 63: 150.0, 64: 150.0, 1: 60.0, 5: 60.0}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    apply: Callable[[Volume, Masks, np.ndarray], tuple[Volume, Masks]]
+    engines: tuple[str, ...] = ("classical-ct", "classical-mr")  # CT-only: HU or CT labels
+
+
+def positive(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks, np.ndarray]:
+    """The case with its arrays on positive patient axes (masks and labels alike)."""
+
+    def along(array: np.ndarray) -> np.ndarray:
+        return with_positive_axes(Volume(array, volume.geometry)).array
+
+    return with_positive_axes(volume), {n: along(m) for n, m in masks.items()}, along(labels)
+
+
+def mirror_name(name: str) -> str:
+    """The comparison of the other side: 'psoas L' <-> 'psoas R'."""
+    return re.sub(r"\b([LR])\b", lambda m: "R" if m.group(1) == "L" else "L", name)
+
+
+def mirrored(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """The patient's left and right exchanged (as in situs-symmetric anatomy): the image
+    is flipped across the sagittal plane, the geometry kept, each side's reference is the
+    flipped reference of the other side."""
+    flip = np.ascontiguousarray(volume.array[:, :, ::-1])
+    out = {n: np.ascontiguousarray(masks.get(mirror_name(n), masks[n])[:, :, ::-1]) for n in masks}
+    return Volume(flip, volume.geometry), out
+
+
+def _cropped(volume: Volume, masks: Masks, box: tuple[slice, slice, slice]):
+    start = [s.start or 0 for s in box]
+    origin = volume.geometry.index_to_lps(np.array([start[2], start[1], start[0]]))[0]
+    geometry = Geometry(origin, volume.geometry.directions, volume.geometry.spacing)
+    cut = {n: np.ascontiguousarray(m[box]) for n, m in masks.items()}
+    return Volume(np.ascontiguousarray(volume.array[box]), geometry), cut
+
+
+def right_side_cut(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """A field of view that cuts the patient's right flank: the columns right of a line
+    a quarter of the body's width from its right edge are removed."""
+    columns = np.nonzero(body_mask(volume.array, _spacing(volume)).any(axis=(0, 1)))[0]
+    first = int(columns.min() + 0.25 * (columns.max() - columns.min()))
+    return _cropped(volume, masks, (slice(None), slice(None), slice(first, None)))
+
+
+def lungs_cut(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks]:
+    """The field of view ends 10 mm below the lung bases (no lung, no lowest rib head
+    guaranteed): the region's top must then be reported as absent."""
+    lung = np.isin(labels, (10, 11, 12, 13, 14)).any(axis=(1, 2))
+    if not lung.any():
+        return volume, masks
+    stop = max(1, int(np.nonzero(lung)[0].min() - round(10.0 / volume.geometry.spacing[2])))
+    return _cropped(volume, masks, (slice(0, stop), slice(None), slice(None)))
+
+
+def thick_slices(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """5 mm slices reconstructed from the thinner ones: each new slice is the mean over its
+    5 mm slab (partial volume as a scanner makes it); references take the nearest slice."""
+    step = float(volume.geometry.spacing[2])
+    n = volume.array.shape[0]
+    extent = n * step
+    centres = np.arange(2.5, extent - 2.5 + 1e-6, 5.0)
+    z = (np.arange(n) + 0.5) * step
+    slabs, nearest = [], []
+    for c in centres:
+        weight = np.clip(
+            np.minimum(z + step / 2, c + 2.5) - np.maximum(z - step / 2, c - 2.5), 0, None
+        )
+        slabs.append(np.tensordot(weight / weight.sum(), volume.array, axes=(0, 0)))
+        nearest.append(int(np.argmin(np.abs(z - c))))
+    origin = volume.geometry.index_to_lps(np.array([0.0, 0.0, (centres[0] - 0.5 * step) / step]))[0]
+    spacing = volume.geometry.spacing.copy()
+    spacing[2] = 5.0
+    geometry = Geometry(origin, volume.geometry.directions, spacing)
+    out = {name: np.ascontiguousarray(m[nearest]) for name, m in masks.items()}
+    return Volume(np.stack(slabs).astype(np.float32), geometry), out
+
+
+def enhanced(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks]:
+    """Portal-venous contrast: kidneys and great vessels +150 HU, liver and spleen +60 HU
+    (inside the reference organ labels), muscle unchanged."""
+    array = volume.array.astype(np.float32).copy()
+    for value, added in ENHANCEMENT.items():
+        array[labels == value] += added
+    return Volume(array, volume.geometry), masks
+
+
+def obese(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """30 mm more subcutaneous fat all round (noisy fat, a new skin line), the table and
+    anything else outside the patient removed; the grid grows to hold it."""
+    spacing = _spacing(volume)
+    pad_j, pad_i = (int(np.ceil(30.0 / s)) + 2 for s in spacing[1:])
+    widths = ((0, 0), (pad_j, pad_j), (pad_i, pad_i))
+    array = np.pad(volume.array.astype(np.float32), widths, constant_values=-1000.0)
+    body = np.pad(body_mask(volume.array, spacing), widths)
+    array[~body] = -1000.0
+    outside = np.stack([ndimage.distance_transform_edt(~b, sampling=spacing[1:]) for b in body])
+    rng = np.random.default_rng(6)
+    fat = (outside > 0) & (outside <= 28.0)
+    array[fat] = rng.normal(-100.0, 12.0, int(fat.sum()))
+    skin = (outside > 28.0) & (outside <= 30.0)
+    array[skin] = rng.normal(40.0, 10.0, int(skin.sum()))
+    origin = volume.geometry.index_to_lps(np.array([-pad_i, -pad_j, 0]))[0]
+    geometry = Geometry(origin, volume.geometry.directions, volume.geometry.spacing)
+    out = {n: np.pad(m, widths) for n, m in masks.items()}
+    return Volume(array, geometry), out
+
+
+def _spacing(volume: Volume) -> np.ndarray:
+    """(k, j, i) spacing of a positive-axes volume."""
+    return volume.geometry.spacing[::-1].astype(float)
+
+
+CT = ("classical-ct",)
+VARIANTS: tuple[Variant, ...] = (
+    Variant("mirrored", "left and right exchanged", mirrored),
+    Variant("right side cut", "field of view cuts the right flank", right_side_cut, CT),
+    Variant("no lungs", "field of view ends below the lung bases", lungs_cut, CT),
+    Variant("5 mm slices", "slabs averaged to 5 mm", thick_slices),
+    Variant("contrast", "kidneys, vessels +150 HU; liver, spleen +60 HU", enhanced, CT),
+    Variant("obese", "30 mm more subcutaneous fat", obese, CT),
+)
+
+
+@dataclass
+class VariantResult:
+    case: ReferenceCase
+    variant: Variant
+    label_map: LabelMap
+    agreements: dict[str, Agreement]
+
+
+def evaluate_variant(
+    case: ReferenceCase, variant: Variant, engine: SegmentationEngine, data_dir: Path
+) -> VariantResult:
+    """Run `engine` on `variant` of the case and compare every listed structure."""
+    volume = load_image(data_dir / case.image)
+    files: dict[str, np.ndarray] = {}
+    masks: Masks = {}
+    for comparison in case.comparisons:
+        file = comparison.reference_file or case.labels
+        if file not in files:
+            files[file] = labels_on_grid(load_nifti(data_dir / file), volume.geometry, volume.shape)
+        masks[comparison.name] = np.isin(files[file], comparison.reference_values)
+    volume, masks, labels = positive(volume, masks, files[case.labels])
+    volume, masks = variant.apply(volume, masks, labels)
+    label_map = engine.segment(volume)
+    agreements = {
+        c.name: agreement(
+            predicted_mask(label_map, c.structure_keys),
+            masks[c.name],
+            volume.geometry.voxel_volume_mm3,
+        )
+        for c in case.comparisons
+    }
+    return VariantResult(case, variant, label_map, agreements)
