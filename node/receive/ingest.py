@@ -17,6 +17,8 @@ Decisions on bad input (documented in the README):
   *Data set does not match SOP class*. Such instances are **refused, not repaired**: the node
   never invents identifiers for patient data, because a silently re-identified image can no
   longer be matched with its source. The sender keeps the instance and the log says why;
+- an empty or malformed Affected SOP Class/Instance UID in the C-STORE command → 0x0117
+  *Invalid object instance* (answered, not left unanswered);
 - a SOP class outside the supported storage classes → 0x0122 *SOP class not supported*;
 - too large (received or inflated), disk full or below the free-space reserve → 0xA700
   *Out of resources*: only resource problems, which a retry may overcome.
@@ -60,6 +62,7 @@ class Status(IntEnum):
     """DIMSE C-STORE statuses the node returns (PS3.4 B.2.3, PS3.7 C)."""
 
     SUCCESS = 0x0000
+    INVALID_OBJECT_INSTANCE = 0x0117
     SOP_CLASS_NOT_SUPPORTED = 0x0122
     OUT_OF_RESOURCES = 0xA700
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -103,6 +106,11 @@ def study_values(ds: Dataset) -> dict[str, Any]:
         value = json_value(ds.get(keyword))
         values[column] = value if value not in ("", []) else None
     return values
+
+
+def valid_uid(value: str) -> bool:
+    """Digits and dots, 1-64 characters (PS3.5 9.1); trailing NUL/space padding removed."""
+    return bool(_UID.match(value))
 
 
 class _Refusal(Exception):
@@ -413,6 +421,14 @@ class Ingestor:
                 path.unlink(missing_ok=True)  # never acknowledged, so never kept
             raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store {path}: {exc}") from exc
         return Outcome(Status.SUCCESS, "stored", sop_uid, study_uid)
+
+    def refuse_command(
+        self, spooled: SpoolFile | None, reason: str, calling_aet: str | None
+    ) -> Outcome:
+        """Refuse a C-STORE whose command itself is unusable; its data set is discarded."""
+        if spooled is not None:
+            spooled.discard()
+        return self._refuse(Status.INVALID_OBJECT_INSTANCE, reason, calling_aet)
 
     @staticmethod
     def _refuse(

@@ -30,7 +30,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from myonode.core.config import DicomSettings
 from myonode.dicom import sop
-from myonode.receive.ingest import Ingestor, Outcome, Status
+from myonode.receive.ingest import Ingestor, Outcome, Status, valid_uid
 from myonode.receive.policy import Admission, Caller, subject_common_name
 from myonode.receive.tls import server_context
 from myonode.receive.transport import Spool, install_pdu_limit
@@ -48,8 +48,9 @@ def set_nodelay(event: Event) -> None:
 def _status(code: Status, comment: str | None = None) -> Dataset:
     status = Dataset()
     status.Status = int(code)
-    if comment:
-        status.ErrorComment = comment[:64]
+    if comment:  # LO: no backslash (value delimiter), no control characters, 64 at most
+        printable = "".join(c if c.isprintable() and c != "\\" else "?" for c in comment)
+        status.ErrorComment = printable[:64]
     return status
 
 
@@ -223,7 +224,16 @@ class Receiver:
             command_class = str(request.AffectedSOPClassUID or "") or None
             command_instance = str(request.AffectedSOPInstanceUID or "") or None
             calling = event.assoc.requestor.ae_title
-            if spooled is None:  # another component turned chunked receive off
+            bad = [
+                f"{name} {value!r}"
+                for name, value in (("class", command_class), ("instance", command_instance))
+                if not valid_uid(value or "")
+            ]
+            if bad:
+                outcome = self.ingestor.refuse_command(
+                    spooled, f"C-STORE Affected SOP {' and '.join(bad)} empty or malformed", calling
+                )
+            elif spooled is None:  # another component turned chunked receive off
                 outcome = self.ingestor.ingest(
                     event.encoded_dataset(), calling, command_class, command_instance
                 )

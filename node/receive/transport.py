@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pynetdicom import _config, dimse_messages
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,9 @@ class Spool:
             Spool._by_ae[id(ae)] = self
             _config.STORE_RECV_CHUNKED_DATASET = True
             dimse_messages.NamedTemporaryFile = _named_temporary_file  # type: ignore[attr-defined]
+            dimse_messages.write_file_meta_info = _write_file_meta  # type: ignore[attr-defined]
+            dimse_messages.decode = _decode_command  # type: ignore[attr-defined]
+            Association._serve_request = _serve_request  # type: ignore[method-assign]
 
     def detach(self, ae: Any) -> None:
         with Spool._lock:
@@ -213,6 +218,61 @@ class Spool:
             left, self._open = list(self._open.values()), {}
         for spool_file in left:
             spool_file.discard()
+
+
+def _write_file_meta(fp: Any, file_meta: Any, enforce_standard: bool = True) -> None:
+    """Write the spooled file's meta even when the C-STORE command's UIDs are empty (pydicom
+    refuses): the DIMSE decoder would otherwise die in the DUL thread and the sender would
+    get no answer at all. The receiver answers such a command with a failure status."""
+    try:
+        _original_write_file_meta(fp, file_meta, enforce_standard)
+    except (AttributeError, ValueError):
+        if not isinstance(fp, SpoolFile):
+            raise
+        _original_write_file_meta(fp, file_meta, enforce_standard=False)
+
+
+_original_write_file_meta = dimse_messages.write_file_meta_info
+_original_decode = dimse_messages.decode
+_C_STORE_RQ = 0x0001
+
+
+def _decode_command(stream: Any, is_implicit: bool, is_little: bool) -> Any:
+    """Decode a command set; a C-STORE-RQ without Affected SOP Class/Instance UID gets empty
+    ones, which the receiver refuses with a status (pynetdicom would die reading them)."""
+    command = _original_decode(stream, is_implicit, is_little)
+    if command.get("CommandField") == _C_STORE_RQ:
+        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+            if keyword not in command:
+                setattr(command, keyword, "")
+    return command
+
+
+_original_serve_request = Association._serve_request
+INVALID_OBJECT_INSTANCE = 0x0117
+
+
+def _serve_request(self: Association, msg: Any, context_id: int) -> None:
+    """Answer a C-STORE-RQ whose Affected SOP Class/Instance UID is empty or unreadable with
+    0x0117 *Invalid object instance*; pynetdicom would ignore it and leave the sender waiting
+    until its timeout."""
+    spool = Spool._by_ae.get(id(self.ae))
+    if spool is None or not isinstance(msg, C_STORE) or msg.is_valid_request:
+        _original_serve_request(self, msg, context_id)
+        return
+    spooled = spool.take(getattr(msg, "_dataset_path", None))
+    if spooled is not None:
+        spooled.discard()
+    log.warning(
+        "refused C-STORE from %s: 0x0117 empty or malformed Affected SOP Class/Instance UID",
+        self.requestor.ae_title,
+    )
+    if msg.MessageID is None:
+        return  # nothing to answer to: the association times out as the standard implies
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = msg.MessageID
+    response.Status = INVALID_OBJECT_INSTANCE
+    self.dimse.send_msg(response, context_id)
 
 
 def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
