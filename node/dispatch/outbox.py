@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from myonode.core.config import Peer, Settings
+from myonode.core.tls import client_context
 from myonode.dispatch.archive import Archive, ArchiveError
 from myonode.dispatch.scu import SendError, SendResult, describe, send_files
 from myonode.store.index import Index
@@ -132,6 +133,7 @@ class Dispatcher:
                 peer.port,
                 on_result=record,
                 timeout_s=self.settings.dicom.network_timeout_s,
+                tls=client_context(self.settings.dicom.tls) if peer.tls else None,
             )
         except (SendError, OSError) as exc:
             for row in by_path.values():

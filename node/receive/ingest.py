@@ -133,6 +133,38 @@ def _read_fully(ds: Dataset) -> None:
             _ = element.value
 
 
+_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+        "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB",
+    }
+)  # fmt: skip
+
+
+def _pixel_description_problem(ds: Dataset, samples: int, bits: int) -> str | None:
+    """The Image Pixel attributes a decoder needs to turn native pixel data into an array."""
+    missing = [
+        keyword
+        for keyword in ("SamplesPerPixel", "BitsStored", "PixelRepresentation")
+        if ds.get(keyword) is None
+    ]
+    if missing:
+        return f"Image Pixel attributes missing: {', '.join(missing)}"
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    if photometric not in _PHOTOMETRIC:
+        return f"Photometric Interpretation {photometric!r} is not a defined term"
+    if samples not in (1, 3):
+        return f"Samples per Pixel {samples} is not 1 or 3"
+    stored = int(ds.get("BitsStored", 0) or 0)
+    if not 0 < stored <= bits:
+        return f"Bits Stored {stored} does not fit Bits Allocated {bits}"
+    if ds.get("PixelRepresentation") not in (0, 1):
+        return f"Pixel Representation {ds.get('PixelRepresentation')!r} is not 0 or 1"
+    if samples > 1 and ds.get("PlanarConfiguration", 0) not in (0, 1):
+        return f"Planar Configuration {ds.get('PlanarConfiguration')!r} is not 0 or 1"
+    return None
+
+
 def _pixel_problem(ds: Dataset, transfer_syntax: UID) -> tuple[str, Status] | None:
     """Why an image dataset's pixel data cannot be used, or None if it looks sound."""
     mismatch = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
@@ -159,6 +191,9 @@ def _pixel_problem(ds: Dataset, transfer_syntax: UID) -> tuple[str, Status] | No
     bits = int(ds.get("BitsAllocated", 0) or 0)
     if bits not in (1, 8, 16, 32, 64):
         return f"BitsAllocated {bits} is not a valid value", mismatch
+    problem = _pixel_description_problem(ds, samples, bits)
+    if problem:
+        return problem, mismatch
     expected = (rows * columns * samples * frames * bits + 7) // 8
     if length < expected:
         return (

@@ -29,10 +29,10 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from myonode.core.config import DicomSettings
+from myonode.core.tls import server_context
 from myonode.dicom import sop
 from myonode.receive.ingest import Ingestor, Outcome, Status, valid_uid
 from myonode.receive.policy import Admission, Caller, subject_common_name
-from myonode.receive.tls import server_context
 from myonode.receive.transport import Spool, install_pdu_limit
 
 log = logging.getLogger(__name__)
