@@ -52,17 +52,31 @@ class GroupCommit(Generic[T]):
                 return
             self._busy = True
             batch, self._pending = self._pending, []
-        error: BaseException | None = None
+        self._run(batch)
+        with self._cond:
+            for member in batch:
+                member.done = True
+            self._busy = False
+            self._cond.notify_all()
+        if waiter.error is not None:
+            raise waiter.error
+
+    def _run(self, batch: list[_Waiter[T]]) -> None:
+        """Flush the group; if that fails, each item alone, so one bad item (a value the
+        index cannot take) fails only its own C-STORE."""
         try:
             for directory in {w.directory for w in batch if w.directory is not None}:
                 fsync_directory(directory)
             self._flush([w.item for w in batch])
-        except BaseException as exc:  # every waiter of the group learns it was not stored
-            error = exc
-        with self._cond:
-            for member in batch:
-                member.done, member.error = True, error
-            self._busy = False
-            self._cond.notify_all()
-        if error is not None:
-            raise error
+            return
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+        for member in batch:
+            try:
+                if member.directory is not None:
+                    fsync_directory(member.directory)
+                self._flush([member.item])
+            except BaseException as exc:
+                member.error = exc

@@ -104,6 +104,8 @@ def study_values(ds: Dataset) -> dict[str, Any]:
     values = {}
     for column, keyword in STUDY_TAGS.items():
         value = json_value(ds.get(keyword))
+        if isinstance(value, list):  # a multi-valued attribute, as DICOM writes it
+            value = "\\".join(str(v) for v in value)
         values[column] = value if value not in ("", []) else None
     return values
 
@@ -314,14 +316,17 @@ class Ingestor:
         command_sop_class: str | None,
         command_sop_instance: str | None,
     ) -> tuple[Dataset, UID]:
+        refusal: _Refusal | None = None
         try:
             check_structure(data, self.limits)
         except TooLarge as exc:
-            raise _Refusal(
+            refusal = _Refusal(
                 Status.OUT_OF_RESOURCES, f"{exc} (dicom.max_instance_mb, dicom.max_inflated_mb)"
-            ) from exc
+            )
         except Malformed as exc:
-            raise _Refusal(Status.CANNOT_UNDERSTAND, f"cannot parse dataset: {exc}") from exc
+            refusal = _Refusal(Status.CANNOT_UNDERSTAND, f"cannot parse dataset: {exc}")
+        if refusal is not None:  # raised here: no traceback keeps views of a mapped file alive
+            raise refusal
         try:
             ds = pydicom.dcmread(source, defer_size=4096)
             transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
@@ -452,10 +457,18 @@ class Ingestor:
                 (record, study_values(ds), series), path.parent if renamed else None
             )
         except (OSError, sqlite3.OperationalError) as exc:
-            if renamed and self.index.instance_sha256(sop_uid) is None:
-                path.unlink(missing_ok=True)  # never acknowledged, so never kept
+            self._forget(path, sop_uid, renamed)
             raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store {path}: {exc}") from exc
+        except Exception:
+            self._forget(path, sop_uid, renamed)
+            raise
         return Outcome(Status.SUCCESS, "stored", sop_uid, study_uid)
+
+    def _forget(self, path: Path, sop_uid: str, renamed: bool) -> None:
+        """Remove a file renamed into place whose index row did not commit: it was never
+        acknowledged, so it is never kept (an older row for the same UID keeps its file)."""
+        if renamed and self.index.instance_sha256(sop_uid) is None:
+            path.unlink(missing_ok=True)
 
     def refuse_command(
         self, spooled: SpoolFile | None, reason: str, calling_aet: str | None
