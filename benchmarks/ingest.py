@@ -101,7 +101,7 @@ def send(port: int, called: str, folders: list[Path]) -> float:
 
 def run_storescp(workdir: Path, port: int) -> tuple[subprocess.Popen, Callable[[], int]]:
     out = workdir / "out"
-    out.mkdir(parents=True)
+    out.mkdir()
     process = subprocess.Popen(
         ["storescp", "--output-directory", str(out), str(port)],
         env=ENV,
@@ -113,7 +113,7 @@ def run_storescp(workdir: Path, port: int) -> tuple[subprocess.Popen, Callable[[
 
 def run_orthanc(workdir: Path, port: int) -> tuple[subprocess.Popen, Callable[[], int]]:
     storage = workdir / "storage"
-    storage.mkdir(parents=True)
+    storage.mkdir()
     config = workdir / "orthanc.json"
     config.write_text(
         json.dumps(
@@ -167,6 +167,7 @@ RECEIVERS = {
 
 def measure(name: str, workdir: Path, folders: list[Path], expected: int) -> float:
     called, start = RECEIVERS[name]
+    workdir.mkdir(parents=True)
     port = free_port()
     process, count = start(workdir, port)
     try:
