@@ -7,9 +7,10 @@ Generates `count` real-size CT instances (512x512, 16-bit, ~0.5 MB each) and sen
 dcmtk `storescu` (TCP_NODELAY) to each receiver: once over one association, then split in 4
 parts sent by 4 concurrent `storescu` processes. Prints images/s per receiver and setting, the
 node/Orthanc ratio with one association (aim >= 1.5) and the node's 4-vs-1 association ratio
-(aim >= 2). Durability differs and is printed: the node fsyncs file, directory and index row
-before acknowledging; Orthanc 1.10 (Debian) with its defaults ("SyncStorageArea": true) fsyncs
-the file and commits its SQLite index; storescp fsyncs nothing. Each receiver starts empty for
+(aim >= 2). Durability differs: the node fsyncs file, directory and index row before
+acknowledging; Orthanc 1.10 (Debian), even with "SyncStorageArea": true, syncs only its SQLite
+index (strace: about one fdatasync per instance, no fsync of the stored files); storescp syncs
+nothing. Each receiver starts empty for
 each setting. The node's quiet period is long so only ingest is measured.
 """
 
