@@ -36,6 +36,7 @@ import os
 import re
 import sqlite3
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -219,6 +220,7 @@ class Ingestor:
             max_inflated_bytes=dicom.max_inflated_mb * 2**20,
             max_depth=dicom.max_sequence_depth,
         )
+        self._syncer = ThreadPoolExecutor(dicom.max_associations, thread_name_prefix="fsync")
         self._commits: GroupCommit[tuple[InstanceRecord, dict[str, Any], dict[str, Any]]] = (
             GroupCommit(index.record_instances)
         )
@@ -284,22 +286,22 @@ class Ingestor:
                 )
             if spooled.error is not None:
                 raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot receive: {spooled.error.strerror}")
-            spooled.close()
             path = Path(spooled.name)
-            with path.open("rb") as handle:
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    ds, transfer_syntax = self._check(
-                        mapped, path, command_sop_class, command_sop_instance
-                    )
-            duplicate = self._duplicate(ds, spooled.sha256)
-            if duplicate is not None:
-                return duplicate
-            self._ensure_space(0)
-            fd = os.open(path, os.O_RDONLY)
+            synced = self._syncer.submit(spooled.fsync)  # the disk works while we parse
             try:
-                os.fsync(fd)
+                with path.open("rb") as handle:
+                    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                        ds, transfer_syntax = self._check(
+                            mapped, path, command_sop_class, command_sop_instance
+                        )
+                duplicate = self._duplicate(ds, spooled.sha256)
+                if duplicate is not None:
+                    return duplicate
+                self._ensure_space(0)
             finally:
-                os.close(fd)
+                sync_error = synced.exception()  # waits: the fsync never outlives the file
+            if sync_error is not None:
+                raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store: {sync_error}")
             placed = True  # renamed away: never unlink its old name (mkstemp may reuse it)
             return self._place(ds, transfer_syntax, path, spooled.size, spooled.sha256, calling_aet)
         except _Refusal as refusal:
