@@ -202,11 +202,15 @@ def test_limits_per_calling_ae_and_per_address(tmp_path, node_factory):
     assert all(a.is_established for a in held)
     third = greedy.associate("127.0.0.1", node.port, ae_title="MYONODE")
     assert third.is_rejected
-    assert echo(node.port, "POLITE")  # another AE still gets in
     polite = AE(ae_title="POLITE")
     polite.add_requested_context("1.2.840.10008.1.1")
-    held.append(polite.associate("127.0.0.1", node.port, ae_title="MYONODE"))
-    assert held[-1].is_established
+
+    def polite_association():
+        assoc = polite.associate("127.0.0.1", node.port, ae_title="MYONODE")
+        return assoc if assoc.is_established else None
+
+    # another AE still gets in (once the rejected association's thread has ended)
+    held.append(wait_until(polite_association, timeout=10, interval=0.2))
     fourth = polite.associate("127.0.0.1", node.port, ae_title="MYONODE")
     assert not fourth.is_established  # the address has its 3 connections
     for assoc in held:

@@ -181,7 +181,8 @@ class Spool:
     def attach(self, ae: Any) -> None:
         with Spool._lock:
             Spool._by_ae[id(ae)] = self
-            _config.STORE_RECV_CHUNKED_DATASET = True
+            if not isinstance(dimse_messages._config, _PerAEConfig):
+                dimse_messages._config = _PerAEConfig()  # type: ignore[assignment]
             dimse_messages.NamedTemporaryFile = _named_temporary_file  # type: ignore[attr-defined]
             dimse_messages.write_file_meta_info = _write_file_meta  # type: ignore[attr-defined]
             dimse_messages.decode = _decode_command  # type: ignore[attr-defined]
@@ -275,10 +276,25 @@ def _serve_request(self: Association, msg: Any, context_id: int) -> None:
     self.dimse.send_msg(response, context_id)
 
 
-def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+class _PerAEConfig:
+    """pynetdicom's `_config` as the DIMSE decoder sees it: chunked C-STORE receive is on for
+    associations of an AE with a spool and as configured for any other (e.g. a demo peer in
+    the same process, whose handler reads the data set from memory)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "STORE_RECV_CHUNKED_DATASET" and _current_spool() is not None:
+            return True
+        return getattr(_config, name)
+
+
+def _current_spool() -> Spool | None:
     thread = threading.current_thread()
     assoc = getattr(thread, "assoc", None) if isinstance(thread, DULServiceProvider) else None
-    spool = Spool._by_ae.get(id(assoc.ae)) if assoc is not None else None
+    return Spool._by_ae.get(id(assoc.ae)) if assoc is not None else None
+
+
+def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+    spool = _current_spool()
     if spool is None:
         return tempfile.NamedTemporaryFile(*args, **kwargs)
-    return spool.open(assoc)
+    return spool.open(threading.current_thread().assoc)  # type: ignore[attr-defined]
