@@ -45,6 +45,10 @@ class Forwarder:
         section = config.get("MyoNode", {})
         self.modality = section.get("NodeModality", "MYONODE")
         self.node_url = section.get("NodeUrl", "http://127.0.0.1:8080").rstrip("/")
+        # The node's HTTP token: top-level `MyoNodeToken`, so it can live in credentials.json
+        # beside RegisteredUsers (Orthanc refuses a section split across files).
+        token = config.get("MyoNodeToken") or section.get("NodeToken")
+        self.node_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.modalities = set(section.get("Modalities", ["CT", "MR", "CR", "DX"]))
         self.poll_s = float(section.get("PollSeconds", 5))
         self.retry_max_s = float(section.get("RetryMaxSeconds", 300))
@@ -166,7 +170,11 @@ class Forwarder:
                 record["attempts"] = 0
             return
         try:
-            response = httpx.get(f"{self.node_url}/api/studies/{record['uid']}", timeout=10)
+            response = httpx.get(
+                f"{self.node_url}/api/studies/{record['uid']}",
+                headers=self.node_headers,
+                timeout=10,
+            )
             if response.status_code != 404:
                 response.raise_for_status()
         except httpx.HTTPError as exc:

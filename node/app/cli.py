@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import re
 import signal
 import sys
@@ -18,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from myonode import __version__
-from myonode.core.config import ConfigError, Settings, dump_settings, load_settings
+from myonode.core.config import ConfigError, LogSettings, Settings, dump_settings, load_settings
+from myonode.core.logs import configure_logging
 from myonode.route.profiles import ProfileError
 from myonode.store.index import Index
 from myonode.store.records import ResultFilter
@@ -61,7 +61,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         return 2
     viewer = settings.viewer
     console.print(f"OHIF on http://{viewer.bind}:{viewer.port}/, the archive on /dicom-web")
-    uvicorn.run(app, host=viewer.bind, port=viewer.port, log_level="warning")
+    uvicorn.run(app, host=viewer.bind, port=viewer.port, log_level="warning", log_config=None)
     return 0
 
 
@@ -657,12 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for library in ("pynetdicom", "highdicom", "dicomweb_client"):
-        logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        max_line_chars = load_settings(args.config).logging.max_line_chars
+    except ConfigError:  # reported below, by the command that needs the settings
+        max_line_chars = LogSettings().max_line_chars
+    configure_logging(args.verbose, max_line_chars)
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -29,7 +29,7 @@ from myonode.pipelines import pipeline_versions
 from myonode.receive.ingest import Ingestor
 from myonode.receive.scp import Receiver
 from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
-from myonode.store.files import remove_stale_partials, results_dir_for
+from myonode.store.files import prepare_data_dir, remove_stale_partials, results_dir_for
 from myonode.store.index import Index
 from myonode.worker.runner import Runner
 
@@ -117,7 +117,7 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.storage.data_dir, settings.index_path)
         self.index = Index(settings.index_path)
         self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         self.runner = Runner(
