@@ -7,11 +7,12 @@ covered):
 
 - ``scheme://user:password@host`` loses its user info;
 - values of PHI-bearing attributes (names, IDs, birth dates, accession numbers, addresses)
-  written as ``Keyword=value`` (URL queries), ``Keyword: value``, ``'Keyword': 'value'``, by
+  written as ``Keyword=value`` (URL queries), ``Keyword: value``, ``'Keyword': 'value'``,
+  ``Keyword 'value'``, by
   tag ``(0010,0010)`` / ``00100010``, and the value pydicom quotes in its VR warnings;
 - control characters (newline, escape...) are written as ``\\xNN``, so a UID with a newline
   cannot start a forged line;
-- a line longer than `logging.max_line_chars` is cut, saying how much was cut.
+- a line longer than `logging.max_line_chars` is cut, saying how long it was.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ PHI_TAGS = (
     "00080080",
 )
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@]*@")
+# Bounded repetitions only: every pattern must stay linear on a 1.6 MB line.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]{0,15}://)[^/\s@]{0,512}@")
 _KEYS = "|".join([*PHI_KEYWORDS, *PHI_TAGS])
 # Keyword=value up to a separator (URL query or key=value prose).
 _ASSIGNED = re.compile(rf"(?P<key>\b(?:{_KEYS})\b)(?P<sep>=)(?P<value>[^&\s,;)\]}}]*)", re.I)
@@ -71,6 +73,8 @@ _QUOTED = re.compile(
     rf"(?P<key>[\"']?\b(?:{_KEYS})\b[\"']?\s*:\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^,;\n)\]}}]*)",
     re.I,
 )
+# Keyword 'value' (the quoted value right after the keyword, as in "PatientName 'X' is not...").
+_SPACED = re.compile(rf"(?P<key>\b(?:{_KEYS})\b\s+)(?P<value>'[^']*'|\"[^\"]*\")", re.I)
 _TAG = re.compile(
     r"(?P<key>\((?:0010|0008),\s*(?:0010|0020|0030|0032|1000|1001|1040|2154|0050|0090|1050|"
     r"1070|0080)\)[^:=\n]{0,40}[:=]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^,;\n)\]}]*)",
@@ -91,15 +95,17 @@ def _escape_control(match: re.Match) -> str:
 
 def redact(text: str, max_chars: int = 2000) -> str:
     """`text` without credentials in URLs, PHI values, control characters, cut to `max_chars`."""
+    total = len(text)
+    text = text[: 4 * max_chars]  # bounds the work; redaction can only shorten what is kept
     text = _USERINFO.sub(r"\g<scheme>" + REDACTED + "@", text)
     text = _ASSIGNED.sub(_keep_key, text)
     text = _QUOTED.sub(_keep_key, text)
+    text = _SPACED.sub(_keep_key, text)
     text = _TAG.sub(_keep_key, text)
     text = "\n".join(_VR_VALUE.sub(_keep_key, line) for line in text.split("\n"))
     text = _CONTROL.sub(_escape_control, text)
-    if len(text) > max_chars:
-        cut = len(text) - max_chars
-        text = f"{text[:max_chars]}... [{cut} characters cut]"
+    if len(text) > max_chars or total > 4 * max_chars:
+        text = f"{text[:max_chars]}... [cut: {total} characters in all]"
     return text
 
 
