@@ -96,6 +96,12 @@ class DispatchSettings(_Section):
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     poll_seconds: float = Field(default=1.0, gt=0)
+    give_up_after_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="A delivery still failing this long after it was queued (destination "
+        "unknown, unreachable or refusing) ends 'failed'; its files stay on the node.",
+    )
 
 
 class HttpAuthSettings(_Section):

@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
     path TEXT NOT NULL,
     destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 # A study's status once nothing more happens without new images: the archive stops asking.
-FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
+FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class Index:
         row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
         if row is None:
             conn.executescript(OUTBOX)
-        elif "'withheld'" not in row["sql"]:
+        elif "'failed'" not in row["sql"]:
             conn.executescript(
                 "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
                 + OUTBOX
@@ -467,6 +467,8 @@ class Index:
         if any(row["state"] == "pending" for row in outbox):
             retrying = any(row["state"] == "pending" and row["last_error"] for row in outbox)
             return "delivery retrying" if retrying else "delivering"
+        if any(row["state"] == "failed" for row in outbox):
+            return "delivery failed"
         if any(row["state"] == "withheld" for row in outbox):
             return "withheld"
         return "done"
@@ -515,6 +517,7 @@ class Index:
                            ON CONFLICT (sop_uid, destination) DO UPDATE SET
                                job_id = excluded.job_id, path = excluded.path,
                                state = 'pending', attempts = 0, last_error = NULL,
+                               created_at = excluded.created_at,
                                next_attempt_at = excluded.next_attempt_at, sent_at = NULL""",
                         (
                             job_id,
@@ -602,6 +605,15 @@ class Index:
                 """UPDATE outbox SET attempts = attempts + 1, last_error = ?,
                        next_attempt_at = ? WHERE id = ?""",
                 (error, next_attempt_at, outbox_id),
+            )
+
+    def mark_failed(self, outbox_id: int, error: str) -> None:
+        """Give a delivery up for good (its destination stayed unknown or unreachable)."""
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
+                   WHERE id = ?""",
+                (error, outbox_id),
             )
 
     def mark_withheld(self, outbox_id: int, reason: str) -> None:
