@@ -71,7 +71,7 @@ def plugin(monkeypatch):
     orthanc.SetGlobalProperty = properties.__setitem__
     orthanc.LogWarning = warnings.append
     orthanc.GetConfiguration = lambda: json.dumps(
-        {"MyoNode": {"PollSeconds": 0, "MissingPolls": 3}}
+        {"MyoNode": {"PollSeconds": 0, "MissingPolls": 3}, "MyoNodeToken": "node-token"}
     )
     orthanc.RegisterOnChangeCallback = lambda callback: None
     orthanc.ChangeType = types.SimpleNamespace(
@@ -88,10 +88,13 @@ def plugin(monkeypatch):
 
 
 def node_answers(monkeypatch, module, status: int, body: dict | None = None) -> list[str]:
-    """The node's REST API as the plugin sees it; returns the URLs asked."""
+    """The node's REST API as the plugin sees it; returns the URLs asked. It answers only
+    requests with the node's token (MyoNodeToken), as the node does."""
     asked = []
 
-    def get(url, timeout):
+    def get(url, timeout, headers):
+        if headers.get("Authorization") != "Bearer node-token":
+            return httpx.Response(401, request=httpx.Request("GET", url))
         asked.append(url)
         return httpx.Response(status, json=body, request=httpx.Request("GET", url))
 

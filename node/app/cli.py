@@ -227,6 +227,37 @@ def cmd_reroute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from myonode.store.retention import prune
+
+    settings = _settings(args)
+    if not settings.index_path.exists():
+        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        return 1
+    retention = settings.storage.retention
+    keep_days = retention.keep_days if args.keep_days is None else args.keep_days
+    free_mb = retention.free_mb if args.free_mb is None else args.free_mb
+    if keep_days is None and free_mb is None:
+        err.print("nothing to prune by: set storage.retention, or --keep-days / --free-mb")
+        return 2
+    report = prune(
+        Index(settings.index_path),
+        settings.instances_dir,
+        settings.results_dir,
+        keep_days,
+        free_mb,
+        dry_run=args.dry_run,
+    )
+    for study_uid in report.studies:
+        print(study_uid)
+    verb = "would delete" if report.dry_run else "deleted"
+    err.print(
+        f"{verb} {report.files} files ({report.bytes / 2**20:.1f} MiB) of "
+        f"{len(report.studies)} studies (done or not routed only)"
+    )
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from myonode.dispatch.scu import SendError, describe, send_files
 
@@ -577,6 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--not-routed", action="store_true", help="also every study that got no job"
     )
     reroute.set_defaults(func=cmd_reroute)
+
+    prune_cmd = sub.add_parser(
+        "prune", help="delete images and outputs of old studies that are done (retention)"
+    )
+    prune_cmd.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    prune_cmd.add_argument("--keep-days", type=float, help="override storage.retention.keep_days")
+    prune_cmd.add_argument("--free-mb", type=int, help="override storage.retention.free_mb")
+    prune_cmd.set_defaults(func=cmd_prune)
 
     send = sub.add_parser("send", help="C-STORE files or folders to a peer")
     send.add_argument("paths", nargs="+", type=Path)

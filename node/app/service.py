@@ -31,9 +31,11 @@ from myonode.receive.scp import Receiver
 from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
 from myonode.store.files import prepare_data_dir, remove_stale_partials, results_dir_for
 from myonode.store.index import Index
+from myonode.store.retention import prune
 from myonode.worker.runner import Runner
 
 log = logging.getLogger(__name__)
+RETENTION_PAUSE_S = 3600.0  # between two passes of storage.retention in a running node
 
 
 def local_priors(index: Index, study_uid: str) -> list[Prior]:
@@ -169,6 +171,9 @@ class Node:
             ),
             ("dispatch", self.dispatcher.send_due, self.settings.dispatch.poll_seconds),
         ]
+        retention = self.settings.storage.retention
+        if retention.keep_days is not None or retention.free_mb is not None:
+            loops.append(("retention", self.retain, RETENTION_PAUSE_S))
         loops += [
             (
                 f"worker-{n}",
@@ -183,6 +188,25 @@ class Node:
             )
             thread.start()
             self._threads.append(thread)
+
+    def retain(self) -> bool:
+        """Apply `storage.retention` once (the loop waits an interval after each pass)."""
+        retention = self.settings.storage.retention
+        report = prune(
+            self.index,
+            self.settings.instances_dir,
+            self.settings.results_dir,
+            retention.keep_days,
+            retention.free_mb,
+        )
+        if report.studies:
+            log.info(
+                "retention deleted %d files (%d MiB) of %d studies",
+                report.files,
+                report.bytes // 2**20,
+                len(report.studies),
+            )
+        return False
 
     def _loop(self, name: str, step: Callable[[], object], pause: float) -> None:
         while not self._stop.is_set():

@@ -63,6 +63,20 @@ class DicomSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """What `myonode prune` (and the node, hourly) deletes: the received instances and the
+    outputs of studies that are done (measured and delivered) or were not routed."""
+
+    keep_days: float | None = Field(
+        default=None, gt=0, description="Delete such studies last received longer ago. Empty: keep."
+    )
+    free_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="While less than this is free, delete such studies too, oldest first.",
+    )
+
+
 class StorageSettings(_Section):
     data_dir: Path = Path("myonode-data")
     min_free_mb: int = Field(
@@ -70,6 +84,7 @@ class StorageSettings(_Section):
         ge=0,
         description="Refuse new instances (0xA700) when less than this is free on the disk.",
     )
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 class AssembleSettings(_Section):

@@ -298,6 +298,21 @@ class Index:
         rows = self.query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
         return rows[0] if rows else None
 
+    def settled_studies(self) -> list[sqlite3.Row]:
+        """Studies routed since their last instance (nothing left to route), oldest first:
+        the candidates of retention, which still checks each one's status."""
+        return self.query(
+            """SELECT * FROM studies WHERE processed_seq = change_seq
+               ORDER BY last_received_at, study_uid"""
+        )
+
+    def forget_instances(self, study_uid: str) -> int:
+        """Drop a study's instance rows (retention deleted their files); studies, decisions,
+        jobs, results and outbox stay. Returns how many were dropped."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE series SET instance_count = 0 WHERE study_uid = ?", (study_uid,))
+            return conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
+
     def study_instances(self, study_uid: str) -> list[sqlite3.Row]:
         return self.query(
             "SELECT * FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
