@@ -58,6 +58,8 @@ ROUTING_TAGS = (
     "ContrastBolusIngredient",
     "ImageComments",
     "DiffusionBValue",
+    "RescaleSlope",
+    "RescaleIntercept",
     "AcquisitionNumber",
     "AcquisitionDate",
     "EchoNumbers",
