@@ -15,6 +15,7 @@ from myonode.core.types import Algorithm, LabelMap
 from myonode.core.volume import Volume
 from myonode.dicom.anatomy import Structure
 from myonode.encode import (
+    OUTPUT_CHARACTER_SET,
     Device,
     OutputIdentity,
     declare_private_scheme,
@@ -136,6 +137,7 @@ def build_segmentation(
         device_serial_number=device.serial_number,
         content_description=f"{algorithm.label}"[:64],
         content_label="MUSCLE",
+        specific_character_set=OUTPUT_CHARACTER_SET,
         series_description=f"myonode {identity.pipeline} SEG ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(segmentation)

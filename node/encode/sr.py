@@ -30,7 +30,13 @@ from pydicom.sr.coding import Code
 
 from myonode.core.types import Algorithm
 from myonode.dicom import codes as c
-from myonode.encode import Device, OutputIdentity, declare_private_scheme, use_utf8
+from myonode.encode import (
+    OUTPUT_CHARACTER_SET,
+    Device,
+    OutputIdentity,
+    declare_private_scheme,
+    use_utf8,
+)
 from myonode.measure.assessment import Assessment, Change
 from myonode.measure.prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
 from myonode.measure.structures import StructureMeasurements
@@ -322,6 +328,7 @@ def build_report(
         instance_number=1,
         manufacturer=device.manufacturer,
         is_complete=True,
+        specific_character_set=OUTPUT_CHARACTER_SET,
         series_description=f"myonode {identity.pipeline} SR ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(sr)
