@@ -89,7 +89,8 @@ def build_segmentation(
 ) -> Dataset:
     """A BINARY SEG of `label_map` referencing the slices of `volume`.
 
-    When the volume's grid is its source slices, each frame references its slice. When it is
+    When the volume's grid is its source slices (or the frames of one Enhanced source image),
+    each frame references its slice (or source frame). When it is
     a grid of its own (Dixon stations fused onto one grid), the frames carry the fused grid's
     positions and the SEG references every source series (PS3.3 C.8.20: a segmentation need
     not share its source images' geometry, only their frame of reference).
@@ -103,7 +104,12 @@ def build_segmentation(
             lookup[label] = number
     pixel_array = lookup[label_map.labels]
     source_images, further_sources = volume.datasets, None
-    if not volume.slices_are_sources:
+    if volume.frame_numbers is not None and volume.slices_are_sources:
+        # One Enhanced source: SEG frame n is source frame n (highdicom references each).
+        in_frame_order = np.zeros_like(pixel_array)
+        in_frame_order[np.asarray(volume.frame_numbers) - 1] = pixel_array
+        pixel_array = in_frame_order
+    elif not volume.slices_are_sources:
         first_series = volume.datasets[0].SeriesInstanceUID
         source_images = [ds for ds in volume.datasets if ds.SeriesInstanceUID == first_series]
         further_sources = [ds for ds in volume.datasets if ds.SeriesInstanceUID != first_series]

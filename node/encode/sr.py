@@ -59,9 +59,13 @@ def _maximum_area_group(
     sources: Sequence[Dataset],
     identity: OutputIdentity,
     algorithm_id: hd.sr.AlgorithmIdentification,
+    frame_numbers: Sequence[int] | None,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    """TID 1410: the largest cross-section, outlined on the image it was measured on."""
-    image = sources[item.max_area.slice_index]
+    """TID 1410: the largest cross-section, outlined on the image (or frame) it was measured
+    on."""
+    index = item.max_area.slice_index
+    image = sources[0] if frame_numbers is not None else sources[index]
+    frames = [frame_numbers[index]] if frame_numbers is not None else None
     structure = item.structure
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -70,7 +74,9 @@ def _maximum_area_group(
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=item.max_area.outline.astype("float32"),
-            source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID),
+            source_image=hd.sr.SourceImageForRegion(
+                image.SOPClassUID, image.SOPInstanceUID, referenced_frame_numbers=frames
+            ),
         ),
         finding_type=structure.property_type,
         finding_category=structure.category,
@@ -200,11 +206,13 @@ def build_report(
     procedure: Code,
     reasons: Sequence[str] = (),
     slices_are_sources: bool = True,
+    frame_numbers: Sequence[int] | None = None,
 ) -> Dataset:
     """The SR for one job. `segment_numbers` maps each encoded label to its SEG segment;
     without a SEG (nothing found) the report holds only indices, assessment and notes.
     `slices_are_sources` says whether measured slice k is `source_datasets[k]` (else no
-    measurement references a single source image)."""
+    measurement references a single source image); `frame_numbers[k]` is the frame of the one
+    Enhanced source image that slice k is (None: single-frame sources)."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
@@ -221,7 +229,7 @@ def build_report(
     changes = {change.structure: change for change in assessment.changes}
     # Planar groups first: OHIF's SR viewport opens on the first measurement with an image.
     groups: list = [
-        _maximum_area_group(item, source_datasets, identity, algorithm_id)
+        _maximum_area_group(item, source_datasets, identity, algorithm_id, frame_numbers)
         for item in assessment.structures
         if slices_are_sources
         and segmentation is not None
