@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import LegacyConvertedEnhancedCTImageStorage
+from pydicom.uid import LegacyConvertedEnhancedCTImageStorage, MRImageStorage
 from test_outputs import dciodvfy_errors
 
 from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
@@ -171,3 +171,52 @@ def test_node_accepts_routes_and_measures_a_legacy_converted_ct(legacy_ct, setti
 
     [job] = wait_until(done, timeout=120)
     assert job["pipeline"] == "ct_muscle"
+
+
+def test_legacy_converted_mr_dixon_channel_is_read_from_frame_type(tmp_path):
+    """A Dixon water series converted to one Legacy Converted Enhanced MR: routing finds the
+    channel in the frames' Frame Type, and the volume is the single-frame series'."""
+    array, geometry = abdomen_phantom(shape=(6, 64, 64), pixel_mm=5.0, slice_mm=5.0)
+    paths = write_ct_series(array, geometry, tmp_path / "mr", seed="enhanced-mr")
+    series = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.Modality = "MR"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "W", "DIXON"]
+        ds.SeriesDescription = "t1 vibe tra"
+        for keyword in ("KVP", "ConvolutionKernel", "RescaleIntercept", "RescaleSlope"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "GR", "SP", ""
+        ds.MRAcquisitionType, ds.EchoTime, ds.RepetitionTime = "3D", 2.4, 5.2
+        ds.MagneticFieldStrength, ds.EchoTrainLength, ds.ImagingFrequency = 3, 1, 123.2
+        series.append(ds)
+    legacy = hd.legacy.LegacyConvertedEnhancedMRImage(
+        series,
+        series_instance_uid=derived_uid("enhanced-mr", "series"),
+        series_number=401,
+        sop_instance_uid=derived_uid("enhanced-mr", "instance"),
+        instance_number=1,
+    )
+    legacy.ImageType = ["ORIGINAL", "PRIMARY", "MIXED", "NONE"]  # only the frames tell
+    path = tmp_path / "legacy-mr.dcm"
+    legacy.save_as(path)
+    ds = pydicom.dcmread(path)
+    info = describe(
+        [
+            {
+                "sop_uid": str(ds.SOPInstanceUID),
+                "series_uid": str(ds.SeriesInstanceUID),
+                "study_uid": str(ds.StudyInstanceUID),
+                "sop_class_uid": str(ds.SOPClassUID),
+                "tags": routing_tags(ds),
+            }
+        ]
+    )
+    assert info.instance_count == 6 and not info.problems
+    assert info.dixon_channel == "water", info.dixon_evidence
+    assert any("ImageType value 'W'" in e for e in info.dixon_evidence)
+    volume = load_series([path])
+    reference = np.stack([s.pixel_array for s in series]).astype(np.float32)
+    assert np.array_equal(volume.array, reference)

@@ -96,9 +96,9 @@ def frames(ds: Dataset) -> list[Frame]:
 
 def routing_values(ds: Dataset) -> dict[str, object]:
     """The single-frame routing tags an Enhanced object carries in its functional groups
-    (orientation, pixel spacing, slice thickness of the first frame, frame type as Image
-    Type) plus `FramePositions`, one per frame; empty if the groups are unusable (routing
-    then says so)."""
+    (orientation, pixel spacing and slice thickness of the first frame, the Frame Type all
+    frames share) plus `FramePositions`, one per frame; empty if the groups are unusable
+    (routing then says so)."""
     try:
         found = frames(ds)
     except FunctionalGroupError:
@@ -111,6 +111,7 @@ def routing_values(ds: Dataset) -> dict[str, object]:
     }
     if first.slice_thickness is not None:
         values["SliceThickness"] = first.slice_thickness
-    if first.frame_type:
+    types = {f.frame_type for f in found}
+    if len(types) == 1 and first.frame_type:  # e.g. one Dixon channel: WATER in value 3
         values["FrameType"] = list(first.frame_type)
     return values

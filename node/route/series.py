@@ -343,8 +343,10 @@ def describe(rows: Sequence[Mapping[str, Any]]) -> SeriesInfo:
         # One Enhanced image: its frames are the slices routing judges.
         info.frame_count = len(first["FramePositions"])
         tags_list = [{**first, "ImagePositionPatient": p} for p in first["FramePositions"]]
+    # An Enhanced MR says per frame what it is (Frame Type, e.g. a Dixon channel).
+    frame_type = _image_type(first["FrameType"]) if "FrameType" in first else info.image_type
     info.dixon_channel, info.dixon_evidence = dixon_channel.channel(
-        info.image_type, info.description, _text(first.get("ProtocolName")), info.tags
+        frame_type, info.description, _text(first.get("ProtocolName")), info.tags
     )
     _geometry(info, tags_list)
     return info
