@@ -220,3 +220,32 @@ def test_legacy_converted_mr_dixon_channel_is_read_from_frame_type(tmp_path):
     volume = load_series([path])
     reference = np.stack([s.pixel_array for s in series]).astype(np.float32)
     assert np.array_equal(volume.array, reference)
+
+
+def test_legacy_converted_from_the_shared_real_ct(real_series_with_uids, tmp_path):
+    """The shared real CT (20 JPEG 2000 slices) converted by highdicom: the same volume as
+    its single-frame series, and a routing unit without problems."""
+    datasets = [pydicom.dcmread(p) for p in real_series_with_uids]
+    legacy = hd.legacy.LegacyConvertedEnhancedCTImage(
+        datasets,
+        series_instance_uid=derived_uid("enhanced-real", "series"),
+        series_number=501,
+        sop_instance_uid=derived_uid("enhanced-real", "instance"),
+        instance_number=1,
+    )
+    path = tmp_path / "legacy-real.dcm"
+    legacy.save_as(path)
+    single = load_series(real_series_with_uids)
+    enhanced = load_series([path])
+    assert np.array_equal(enhanced.array, single.array)
+    assert np.allclose(enhanced.geometry.affine, single.geometry.affine, atol=1e-4)
+    ds = pydicom.dcmread(path)
+    row = {
+        "sop_uid": str(ds.SOPInstanceUID),
+        "series_uid": str(ds.SeriesInstanceUID),
+        "study_uid": str(ds.StudyInstanceUID),
+        "sop_class_uid": str(ds.SOPClassUID),
+        "tags": routing_tags(ds),
+    }
+    info = describe([row])
+    assert info.instance_count == len(datasets) and not info.problems, info.problems
