@@ -1,7 +1,8 @@
 """Orthanc as the archive (the repository's orthanc/ configuration and plugin): a study that
 also holds objects the node does not take (a dose SR, a presentation state, a Siemens CSA
 non-image object filed as CT) is forwarded without them, the plugin says which it left out
-and why, and a Cyrillic patient name comes back from QIDO-RS as it was written."""
+and why; the results, with a 70-character PatientID copied exactly, land in the source's
+patient and study, and a Cyrillic patient name comes back from QIDO-RS as it was written."""
 
 import json
 
@@ -17,6 +18,7 @@ from conftest import make_settings
 from support import ArchiveOrthanc, free_port, scanner_sends, wait_until
 
 CYRILLIC = "Люкceмбypг^Иван"
+LONG_ID = "ID-" + "0123456789" * 6 + "ABCDEFG"  # 70 characters; LO allows 64
 # SOP class, modality, series description of objects a CT study really holds beside images.
 OTHER_OBJECTS = {
     "dose": ("1.2.840.10008.5.1.4.1.1.88.67", "SR", "Dose Report"),
@@ -66,7 +68,7 @@ def test_study_with_objects_the_node_does_not_take(tmp_path, node_factory):
             array,
             geometry,
             tmp_path / "ct",
-            Patient(name=CYRILLIC),
+            Patient(patient_id=LONG_ID, name=CYRILLIC),
             seed="archive-left-out",
             extra={"SpecificCharacterSet": "ISO_IR 144"},
         )
@@ -86,7 +88,9 @@ def test_study_with_objects_the_node_does_not_take(tmp_path, node_factory):
 
         wait_until(lambda: modalities() == ["CT", "CT", "DOC", "PR", "SEG", "SR", "SR"], 180)
         assert node.index.counts()["instances"]["total"] == len(ct)  # the CT images only
-        [study] = client.get_studies()
+        [study] = client.get_studies()  # the results are filed with their source
+        [patient] = client.get_patients()
+        assert client.get_patients_id(patient)["MainDicomTags"]["PatientID"] == LONG_ID
         metadata = client.get_studies_id_metadata(study, params={"expand": ""})
         left_out = {
             item["SeriesDescription"]: item for item in json.loads(metadata["MyoNodeLeftOut"])
