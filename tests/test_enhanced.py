@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import LegacyConvertedEnhancedCTImageStorage, MRImageStorage
+from pynetdicom import AE
 from test_outputs import dciodvfy_errors
 
 from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
@@ -249,3 +250,37 @@ def test_legacy_converted_from_the_shared_real_ct(real_series_with_uids, tmp_pat
     }
     info = describe([row])
     assert info.instance_count == len(datasets) and not info.problems, info.problems
+
+
+def test_multiframe_without_functional_groups_gets_a_routing_reason():
+    """pydicom-data's emri_small: an Enhanced MR with 10 frames and no functional groups."""
+    path = get_testdata_file("emri_small.dcm")
+    ds = pydicom.dcmread(path)
+    row = {
+        "sop_uid": str(ds.SOPInstanceUID),
+        "series_uid": str(ds.SeriesInstanceUID),
+        "study_uid": str(ds.StudyInstanceUID),
+        "sop_class_uid": str(ds.SOPClassUID),
+        "tags": routing_tags(ds),
+    }
+    info = describe([row])
+    assert any("functional groups do not give every frame" in p for p in info.problems)
+    with pytest.raises(VolumeError):
+        load_series([path])
+
+
+def test_frame_count_beyond_the_pixel_data_is_refused_at_c_store(settings, node_factory):
+    ds = pydicom.dcmread(get_testdata_file("eCT_Supplemental.dcm"))
+    ds.NumberOfFrames = 3  # the pixel data holds 2
+    node = node_factory(settings)
+    ae = AE(ae_title="CT-SCANNER")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.receiver.port, ae_title=settings.dicom.ae_title)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0xA900
+    assert "3 frames" in str(status.ErrorComment)
+    assert node.index.study_instances(str(ds.StudyInstanceUID)) == []
