@@ -1,6 +1,7 @@
 """STOW-RS destinations: results stored in a real Orthanc (DICOMweb plugin, basic auth) with
 the source study's identity, even a 70-character PatientID; a 4xx answer is final, a 5xx
-answer or a refused connection is retried; bearer tokens are sent as configured."""
+answer or a refused connection is retried; bearer tokens are sent as configured; results of
+a source the archive no longer holds are withheld, as with C-STORE."""
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,3 +119,36 @@ def test_stow_destinations_deliver_refuse_and_retry(tmp_path, node_factory, orth
             assert row["state"] == "pending" and row["last_error"].startswith(error), name
     assert node.index.study_status(study_uid) == "delivery retrying"
     assert busy_seen and all(h.get("Authorization") == f"Bearer {TOKEN}" for h in busy_seen)
+
+
+def test_stow_destination_with_source_check_withholds_results_of_a_missing_source(
+    tmp_path, node_factory, orthanc
+):
+    """The archive (QIDO-RS) does not hold the measured series: nothing is stored there."""
+    array, geometry = abdomen_phantom(shape=(8, 64, 64), pixel_mm=5.0, slice_mm=5.0)
+    ct = write_ct_series(array, geometry, tmp_path / "ct", seed="stow-withheld")
+    authenticated = orthanc.dicomweb.replace("http://", "http://pacs:pacs-password@")
+    settings = make_settings(
+        tmp_path,
+        **{
+            "archive.dicomweb_url": authenticated,
+            "peers.PACS": {
+                "kind": "stow-rs",
+                "url": orthanc.dicomweb,
+                "username": "pacs",
+                "password": "pacs-password",
+                "check_source": True,
+            },
+            "dispatch.destinations": ["PACS"],
+        },
+    )
+    node = node_factory(settings)
+    scanner_sends(ct, settings.dicom.ae_title, node.receiver.port)
+
+    def withheld() -> list:
+        rows = node.index.query("SELECT * FROM outbox WHERE destination = 'PACS'")
+        return len(rows) == 3 and all(r["state"] == "withheld" for r in rows) and rows
+
+    for row in wait_until(withheld, timeout=180):
+        assert "no longer in the archive" in row["last_error"]
+    assert _orthanc_get(orthanc, "/studies") == []
