@@ -34,6 +34,7 @@ from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from .morphology import disk, largest_component, slice_disk, smooth_in_plane
 from .muscle_groups_ct import gluteal_groups, muscle_range, partial_volume_rim
 from .orientation import Canonical, OrientationError, canonical
+from .psoas import track_psoas
 from .trunk_muscles import cut_sides, posterior_floor, posterior_groups, wall_groups
 
 VERSION = "0.1.0"
@@ -111,10 +112,13 @@ def segment_canonical(
     band, depth = wall_band(smooth > FAT_HU[1], landmarks.body, fat, spacing)
     attenuation = muscle_range(smooth, depth, landmarks.spine, spacing)
     muscle = (smooth >= attenuation.low) & (smooth <= attenuation.high) & ~landmarks.bone
-    below_ribs = np.ones(hu.shape[0], dtype=bool)
-    lower_limit = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
-    if lower_limit is not None:
-        below_ribs[lower_limit + 1 :] = False
+    lumbar = lumbar_slices(landmarks)
+    # Tissue the psoas is followed through along z: muscle attenuation (0 HU and up, as
+    # for the search), beneath the wall surface, clear of bone.
+    beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
+    psoas_tissue = muscle & (smooth >= 0.0) & beneath & ~landmarks.bone
+    lumbar_ks = np.nonzero(lumbar)[0]
+    lowest, highest = (int(lumbar_ks[0]), int(lumbar_ks[-1])) if len(lumbar_ks) else (0, 0)
     # Growth stops at partial-volume fat planes (a quarter fat or more: below about
     # -15 HU for the erector, 0 HU for psoas and quadratus, which touch organs); holes
     # are filled afterwards, so fatty streaks inside a muscle stay part of it.
@@ -125,10 +129,16 @@ def segment_canonical(
         landmarks.bone,
         landmarks.spine,
         spacing,
-        below_ribs,
+        lumbar,
         floor=posterior_floor(landmarks.bone, landmarks.spine, spacing, landmarks.pelvis),
         sheet_mm=SHEET_MM,
+        psoas_z=lambda raw, _side: track_psoas(raw, psoas_tissue, spacing, lowest, highest),
     )
+    if landmarks.sacroiliac is not None:
+        # Below the sacroiliac joints the muscle behind the sacrum is gluteus maximus.
+        for side in ("left", "right"):
+            masks[f"erector_spinae_{side}"][: landmarks.sacroiliac[0]] = False
+        masks["other"][: landmarks.sacroiliac[0]] = False
     masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
     claimed = np.zeros(hu.shape, dtype=bool)
     for mask in masks.values():
@@ -154,6 +164,22 @@ def segment_canonical(
                 "no rectus or lateral abdominals labelled there."
             )
     return labels, notes, landmarks
+
+
+def lumbar_slices(landmarks: CtLandmarks) -> np.ndarray:
+    """Slices where psoas and quadratus lumborum are sought beside the column: below the
+    12th rib (or the lung base) and, where the pelvis is in view, down to L5 (or to the top
+    of the sacroiliac joints); lower, the psoas leaves the column for the pelvic brim."""
+    out = np.ones(landmarks.body.shape[0], dtype=bool)
+    upper = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
+    if upper is not None:
+        out[upper + 1 :] = False
+    l5 = landmarks.vertebra("L5")
+    if l5 is not None:
+        out[: l5.bottom] = False
+    elif landmarks.sacroiliac is not None:
+        out[: landmarks.sacroiliac[1]] = False
+    return out
 
 
 def limb_muscle(muscle: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:

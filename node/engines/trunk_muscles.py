@@ -12,6 +12,7 @@ Sides follow the canonical orientation: array index i increases towards the pati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -291,6 +292,7 @@ def posterior_groups(
     abdominal: np.ndarray,
     floor: np.ndarray | None = None,
     sheet_mm: float = 0.0,
+    psoas_z: Callable[[np.ndarray, str], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Erector spinae (with multifidus), psoas and quadratus lumborum, per side, and the
     other back muscles met on the way ("other").
@@ -303,7 +305,8 @@ def posterior_groups(
     subcutaneous fat, never muscle.
     Psoas and quadratus lumborum are only sought on `abdominal` slices (below the 12th
     rib): above it the diaphragmatic crura and intercostal muscles sit where they would.
-    The psoas is followed along z before the quadratus is placed beside it.
+    The psoas is followed along z before the quadratus is placed beside it, by
+    `psoas_z(mask, side)` where the modality gives one (else `psoas.psoas_along_z`).
     `floor` (`posterior_floor`), where the modality shows the posterior vertebral elements,
     bounds the erector in front; the outer `sheet_mm` beneath the subcutaneous fat is the
     posterior layer of the thoracolumbar fascia with the aponeuroses on it, not erector.
@@ -344,7 +347,10 @@ def posterior_groups(
             if abdominal[k]:
                 groups[f"psoas_{side}"][k][box] = _psoas(w, side, es, spacing_ji)
     for side in SIDES:
-        groups[f"psoas_{side}"] = psoas_along_z(groups[f"psoas_{side}"], spacing)
+        raw = groups[f"psoas_{side}"]
+        groups[f"psoas_{side}"] = (
+            psoas_along_z(raw, spacing) if psoas_z is None else psoas_z(raw, side)
+        )
         erector = groups[f"erector_spinae_{side}"] = _along_z(
             groups[f"erector_spinae_{side}"], muscle, windows
         )
