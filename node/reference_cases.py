@@ -30,12 +30,8 @@ ILIOPSOAS_CAVEAT = (
 )
 TISSUE_CAVEAT = "reference is TotalSegmentator's skeletal-muscle tissue class"
 SLAB_CAVEAT = (
-    "both masks restricted to the slices holding the reference's L1-L5 labels; reference is "
-    "iliopsoas, ours psoas major (the iliacus joins it below the iliac crest)"
-)
-PELVIS_PSOAS_CAVEAT = (
-    "whole extent: reference iliopsoas (psoas + iliacus) vs our psoas, which stops where it "
-    "meets the iliacus"
+    "both masks restricted to the slices holding the reference's L1-L5 labels; ours is "
+    "psoas major down to L5, iliopsoas (psoas + iliacus) below"
 )
 MEDIUS_CAVEAT = "reference medius + minimus; our gluteus medius includes the minimus"
 # TotalSegmentator v1 ids of the lumbar vertebrae L5..L1.
@@ -108,13 +104,21 @@ CASES: tuple[ReferenceCase, ...] = (
             Comparison("deep back muscles L", (100,), ("erector_spinae_left",), AUTOCHTHON_CAVEAT),
             Comparison("deep back muscles R", (101,), ("erector_spinae_right",), AUTOCHTHON_CAVEAT),
             Comparison(
-                "psoas L, L1-L5 slab", (102,), ("psoas_left",), SLAB_CAVEAT, within=LUMBAR_V1
+                "iliopsoas L, L1-L5 slab",
+                (102,),
+                ("psoas_left", "iliopsoas_left"),
+                SLAB_CAVEAT,
+                within=LUMBAR_V1,
             ),
             Comparison(
-                "psoas R, L1-L5 slab", (103,), ("psoas_right",), SLAB_CAVEAT, within=LUMBAR_V1
+                "iliopsoas R, L1-L5 slab",
+                (103,),
+                ("psoas_right", "iliopsoas_right"),
+                SLAB_CAVEAT,
+                within=LUMBAR_V1,
             ),
-            Comparison("iliopsoas L, whole", (102,), ("psoas_left",), PELVIS_PSOAS_CAVEAT),
-            Comparison("iliopsoas R, whole", (103,), ("psoas_right",), PELVIS_PSOAS_CAVEAT),
+            Comparison("iliopsoas L, whole", (102,), ("psoas_left", "iliopsoas_left")),
+            Comparison("iliopsoas R, whole", (103,), ("psoas_right", "iliopsoas_right")),
             Comparison("gluteus medius L", (96, 98), ("gluteus_medius_left",), MEDIUS_CAVEAT),
             Comparison("gluteus medius R", (97, 99), ("gluteus_medius_right",), MEDIUS_CAVEAT),
             Comparison("gluteus maximus L", (94,), ("gluteus_maximus_left",)),

@@ -20,6 +20,7 @@ from ..anatomy import (
     ERECTOR,
     GLUTEUS_MAX,
     GLUTEUS_MED,
+    ILIOPSOAS_SIDES,
     LATERAL_ABD,
     OTHER_SKELETAL_MUSCLE,
     PSOAS,
@@ -32,7 +33,7 @@ from . import CLASSICAL_NOTE, Algorithm, LabelMap, register
 from .body_wall import wall_band
 from .landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from .morphology import disk, largest_component, slice_disk, smooth_in_plane
-from .muscle_groups_ct import gluteal_groups, muscle_range, partial_volume_rim
+from .muscle_groups_ct import gluteal_groups, iliacus, muscle_range, partial_volume_rim
 from .orientation import Canonical, OrientationError, canonical
 from .psoas import track_psoas
 from .trunk_muscles import cut_sides, posterior_floor, posterior_groups, wall_groups
@@ -45,6 +46,7 @@ SHEET_MM = 3.0  # posterior layer of the thoracolumbar fascia with the aponeuros
 _GROUPS: tuple[tuple[str, Structure], ...] = (
     *((f"erector_spinae_{s.side}", s) for s in ERECTOR),
     *((f"psoas_{s.side}", s) for s in PSOAS),
+    *((f"iliopsoas_{s.side}", s) for s in ILIOPSOAS_SIDES),
     *((f"quadratus_lumborum_{s.side}", s) for s in QUADRATUS),
     *((f"gluteus_maximus_{s.side}", s) for s in GLUTEUS_MAX),
     *((f"gluteus_medius_{s.side}", s) for s in GLUTEUS_MED),
@@ -119,6 +121,9 @@ def segment_canonical(
     psoas_tissue = muscle & (smooth >= 0.0) & beneath & ~landmarks.bone
     lumbar_ks = np.nonzero(lumbar)[0]
     lowest, highest = (int(lumbar_ks[0]), int(lumbar_ks[-1])) if len(lumbar_ks) else (0, 0)
+    # Where the pelvis is in view the psoas is followed down to its lowest slice.
+    pelvis_ks = np.nonzero(landmarks.pelvis.any(axis=(1, 2)))[0]
+    pelvic = int(pelvis_ks[0]) if len(pelvis_ks) else lowest
     # Growth stops at partial-volume fat planes (a quarter fat or more: below about
     # -15 HU for the erector, 0 HU for psoas and quadratus, which touch organs); holes
     # are filled afterwards, so fatty streaks inside a muscle stay part of it.
@@ -132,8 +137,17 @@ def segment_canonical(
         lumbar,
         floor=posterior_floor(landmarks.bone, landmarks.spine, spacing, landmarks.pelvis),
         sheet_mm=SHEET_MM,
-        psoas_z=lambda raw, _side: track_psoas(raw, psoas_tissue, spacing, lowest, highest),
+        psoas_z=lambda raw, _side: track_psoas(raw, psoas_tissue, spacing, pelvic, highest),
     )
+    # Below L5 the psoas crosses the pelvic brim and is joined by the iliacus: iliopsoas.
+    iliac = iliacus(psoas_tissue, landmarks.pelvis, landmarks.spine, spacing)
+    for side in ("left", "right"):
+        pelvic_part = masks[f"psoas_{side}"].copy()
+        pelvic_part[lowest:] = False
+        masks[f"psoas_{side}"][:lowest] = False
+        masks[f"iliopsoas_{side}"] = (pelvic_part | iliac[f"iliacus_{side}"]) & ~masks[
+            f"psoas_{side}"
+        ]
     if landmarks.sacroiliac is not None:
         # Below the sacroiliac joints the muscle behind the sacrum is gluteus maximus.
         for side in ("left", "right"):

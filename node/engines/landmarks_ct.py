@@ -297,7 +297,7 @@ def find_pelvis(
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
     pelvis = np.zeros_like(bone)
     for side in (left, ~left):
-        labelled, count = ndimage.label(candidates & side, structure=np.ones((3, 3, 3)))
+        labelled, _count = ndimage.label(candidates & side, structure=np.ones((3, 3, 3)))
         found = np.zeros_like(bone)
         for number, box in enumerate(ndimage.find_objects(labelled), start=1):
             part = labelled[box] == number

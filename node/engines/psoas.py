@@ -73,15 +73,16 @@ def track_psoas(
     """One side's psoas on CT (canonical slices, k superior, from `lowest` to `highest`),
     followed through the slices where the per-slice search (`raw`) missed it.
 
-    It starts on the slice where the search found the largest section (the psoas is
-    thickest low in the lumbar spine, where the search is surest of it). Upward, as
+    It starts on the lowest slice where the search found at least half of its largest
+    section (the psoas is thickest low in the lumbar spine; a smaller find below that is
+    something else, or a sliver). Upward, as
     `follow_upward` (the psoas narrows towards its origins), except that a slice whose
-    search kept less than half of the section below (a fat streak, a vessel across it)
-    takes the muscle-attenuation tissue (`candidates`) overlapping the section below,
-    within the border movement. Downward the psoas widens towards the pelvic brim and lies
-    ever further from the vertebral body, where the search does not reach: each slice takes
-    the tissue that overlaps the section above, within the same border movement. Thin tags
-    are cut on every slice (`oval_section`).
+    search kept less than half of the section below while the search finds it again
+    within 8 mm above (a fat streak, a vessel across it) takes the muscle-attenuation
+    tissue (`candidates`) overlapping the section below, within the border movement. Downward the psoas widens towards the pelvic brim and lies
+    ever further from the vertebral body, where the search does not reach: a slice whose
+    search kept less than half of the section above takes the tissue that overlaps that
+    section, within the same border movement. Thin tags are cut (`oval_section`).
     """
     sj, si = float(spacing[1]), float(spacing[2])
     margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
@@ -95,7 +96,7 @@ def track_psoas(
     areas = sections.sum(axis=(1, 2))
     if not areas.any():
         return out
-    start = int(np.argmax(areas))
+    start = int(np.nonzero(areas >= 0.5 * areas.max())[0][0])
     out[start] = sections[start]
     for k in range(start + 1, top + 1):
         below = out[max(start, k - reach) : k].any(axis=0)
@@ -103,7 +104,8 @@ def track_psoas(
             break
         near = ndimage.binary_dilation(below, element)
         out[k] = sections[k] & near
-        if out[k].sum() < 0.5 * out[k - 1].sum():
+        bridged = sections[k + 1 : k + 1 + reach].any(axis=0) & near
+        if out[k].sum() < 0.5 * out[k - 1].sum() and bridged.any():
             grown = _parts_touching(candidates[k] & near, below) | out[k]
             out[k] = oval_section(grown, (sj, si))
     for k in range(start - 1, lowest - 1, -1):
@@ -111,6 +113,8 @@ def track_psoas(
         if not above.any():
             break
         near = ndimage.binary_dilation(above, element)
-        grown = _parts_touching((candidates[k] | sections[k]) & near, above)
-        out[k] = oval_section(grown, (sj, si))
+        out[k] = sections[k] & near
+        if out[k].sum() < 0.5 * above.sum():
+            grown = _parts_touching((candidates[k] | sections[k]) & near, above)
+            out[k] = oval_section(grown, (sj, si))
     return out
