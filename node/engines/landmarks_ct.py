@@ -277,8 +277,9 @@ def find_pelvis(
     """Hip bones (and the femora below them): per side of the midline, the large, thick
     pieces of bone lateral to the vertebral column (30 cm3 or more in all).
 
-    Each side is taken apart from the other at the midline, since the sacrum and the pubic
-    symphysis join the two hip bones into one piece of bone. A rib is long in z too, but
+    Each side is taken apart from the other 30 mm from the midline, since the sacrum and
+    the pubic symphysis join the two hip bones into one piece of bone, and the posterior
+    vertebral elements would join them to the column. A rib is long in z too, but
     thin: a hip bone has a far larger cross-section. The scapulae are as thick, but lie
     beside the lungs: bone whose centre is above the lung base is not the pelvis. Both
     sides must be found, or none is returned.
@@ -291,9 +292,12 @@ def find_pelvis(
     # Below the column's lowest detection its last position stands for the midline.
     midline = np.interp(np.arange(nk), ks, spine.center[ks, 1])
     distance[~spine.present] = np.inf
-    candidates = bone & (distance >= 45.0)
     ii = np.arange(ni)[np.newaxis, np.newaxis, :]
-    left = ii > midline[:, np.newaxis, np.newaxis]
+    offset_mm = (ii - midline[:, np.newaxis, np.newaxis]) * float(spacing[2])
+    # The posterior elements (spinous processes, laminae) lie far behind the vertebral
+    # body but within 30 mm of the midline; the hip bones lie further out.
+    candidates = bone & (distance >= 45.0) & (np.abs(offset_mm) >= 30.0)
+    left = offset_mm > 0
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
     pelvis = np.zeros_like(bone)
     for side in (left, ~left):

@@ -202,6 +202,11 @@ def _erector(
         # on with a finer radius.
         gutter = w.tissue & region & w.under_sheet & (w.bone_mm <= GUTTER_MM)
         es |= grow_from(gutter | es, es, 1.5, spacing_ji) & gutter
+        # Behind the plane of the transverse processes, thick muscle joined to the
+        # erector by a neck thinner than the first growth allowed (the iliocostalis
+        # across a fat streak) is erector too.
+        lateral_part = w.tissue & region & w.under_sheet & (w.depth >= 10.0)
+        es |= grow_from(lateral_part | es, es, 2.5, spacing_ji) & lateral_part
     # A voxel touching the posterior elements straddles the bone surface (cortex,
     # periosteum, the tendinous attachments of multifidus and rotatores): not muscle.
     es &= ~w.bone_rim
@@ -241,10 +246,17 @@ def _psoas(
 
 
 def _quadratus(
-    w: _Window, side: str, erector: np.ndarray, psoas: np.ndarray, spacing_ji: tuple[float, float]
+    w: _Window,
+    side: str,
+    erector: np.ndarray,
+    psoas: np.ndarray,
+    spacing_ji: tuple[float, float],
+    floor: np.ndarray | None = None,
 ) -> np.ndarray:
     """Quadratus lumborum of one side on one slice: lateral to the transverse process,
-    in front of the erector, touching it or the psoas."""
+    in front of the erector, touching it or the psoas. Where the posterior elements are
+    shown (`floor`), it lies in front of the plane of the transverse processes (the
+    middle layer of the thoracolumbar fascia); behind it is the erector's iliocostalis."""
     frame, r = w.frame, w.frame.radius
     lateral = frame.toward(side)
     region = (
@@ -255,6 +267,8 @@ def _quadratus(
         & ~erector
         & ~psoas
     )
+    if floor is not None:
+        region &= frame.forward >= floor_map(floor, lateral)
     touching = ndimage.binary_dilation(erector | psoas, disk(4.0, spacing_ji))
     ql = grow_from(w.deep & region, touching & w.deep & region, 2.5, spacing_ji)
     # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
@@ -361,7 +375,9 @@ def posterior_groups(
         for side in SIDES:
             es = groups[f"erector_spinae_{side}"][k][w.box]
             ps = groups[f"psoas_{side}"][k][w.box]
-            groups[f"quadratus_lumborum_{side}"][k][w.box] = _quadratus(w, side, es, ps, spacing_ji)
+            groups[f"quadratus_lumborum_{side}"][k][w.box] = _quadratus(
+                w, side, es, ps, spacing_ji, None if floor is None else floor[k, SIDES.index(side)]
+            )
     return groups
 
 
