@@ -75,14 +75,15 @@ def track_psoas(
 
     It starts on the lowest slice where the search found at least half of its largest
     section (the psoas is thickest low in the lumbar spine; a smaller find below that is
-    something else, or a sliver). Upward, as
-    `follow_upward` (the psoas narrows towards its origins), except that a slice whose
-    search kept less than half of the section below while the search finds it again
-    within 8 mm above (a fat streak, a vessel across it) takes the muscle-attenuation
-    tissue (`candidates`) overlapping the section below, within the border movement. Downward the psoas widens towards the pelvic brim and lies
-    ever further from the vertebral body, where the search does not reach: a slice whose
-    search kept less than half of the section above takes the tissue that overlaps that
-    section, within the same border movement. Thin tags are cut (`oval_section`).
+    something else, or a sliver). Upward, as `follow_upward` (the psoas narrows towards
+    its origins), except that a slice whose search kept less than half of the section
+    below while the search finds it again within 8 mm above (a fat streak, a vessel
+    across it) takes the muscle-attenuation tissue (`candidates`) overlapping the section
+    below, within the border movement. Downward the psoas widens towards the pelvic brim
+    and lies ever further from the vertebral body, where the search does not reach: a
+    slice whose search kept less than half of the section above takes the tissue that
+    overlaps that section, within the same border movement. Thin tags are cut
+    (`oval_section`).
     """
     sj, si = float(spacing[1]), float(spacing[2])
     margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
