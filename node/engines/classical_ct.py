@@ -37,6 +37,7 @@ from .muscle_groups_ct import gluteal_groups, iliacus, muscle_range, partial_vol
 from .orientation import Canonical, OrientationError, canonical
 from .psoas import track_psoas
 from .trunk_muscles import cut_sides, posterior_floor, posterior_groups, wall_groups
+from .working_grid import WorkingGrid
 
 VERSION = "0.1.0"
 SHEET_MM = 3.0  # posterior layer of the thoracolumbar fascia with the aponeuroses on it
@@ -83,8 +84,9 @@ class ClassicalCtEngine:
                 structures={},
                 notes=[f"Not segmented: {error}."],
             )
-        hu = view.view(volume.array).astype(np.float32)
-        labels, notes, landmarks = segment_canonical(hu, view.spacing)
+        source = view.view(volume.array)
+        grid = WorkingGrid.for_source(source.shape, view.spacing)
+        labels, notes, landmarks = segment_canonical(grid.down(source), grid.spacing)
         structures = {
             value: structure
             for value, (_key, structure) in enumerate(_GROUPS, start=1)
@@ -93,9 +95,9 @@ class ClassicalCtEngine:
         missing = [s.name for _key, s in _GROUPS if s not in structures.values()]
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
-        found = _source_landmarks(landmarks, view, hu.shape[0], notes)
+        found = _source_landmarks(landmarks, view, grid, notes)
         return LabelMap(
-            labels=view.restore(labels),
+            labels=view.restore(grid.up(labels, source, MUSCLE_HU[0])),
             structures=structures,
             notes=[*NOTES_ALWAYS, *notes],
             landmarks=found,
@@ -209,14 +211,16 @@ def limb_muscle(muscle: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np
 
 
 def _source_landmarks(
-    landmarks: CtLandmarks, view: Canonical, nk: int, notes: list[str]
+    landmarks: CtLandmarks, view: Canonical, grid: WorkingGrid, notes: list[str]
 ) -> dict[str, int | float]:
     """Landmark slices as indices of the source volume; absent ones are explained."""
     if view.order[0] != 0:
         notes.append("Slice landmarks omitted: the series is not stored as axial slices.")
         return {}
+    nk = grid.source_shape[0]
 
     def source(k: int) -> int:
+        k = grid.source_slice(k)
         return nk - 1 - k if view.flips[0] else k
 
     found: dict[str, int | float] = {"region_complete": 0}
