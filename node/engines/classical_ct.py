@@ -155,7 +155,7 @@ def segment_canonical(
         for side in ("left", "right"):
             masks[f"erector_spinae_{side}"][: landmarks.sacroiliac[0]] = False
         masks["other"][: landmarks.sacroiliac[0]] = False
-    masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
+    masks |= gluteal_groups(muscle, smooth, depth, landmarks.pelvis, landmarks.spine, spacing)
     claimed = np.zeros(hu.shape, dtype=bool)
     for mask in masks.values():
         claimed |= mask

@@ -202,7 +202,10 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
     """Aerated lung: air regions deep inside the body whose voxels are mostly parenchyma.
 
     Bowel gas is nearly pure air (median below -930 HU); lung parenchyma with its vessels
-    has a median between -920 and -650 HU. Air trapped against the skin (between the back
+    has a median between -920 and -650 HU. Thin slices resampled, or a narrow loop, give
+    bowel gas a partial-volume median in that band too, but a third or more of it stays
+    below -950 HU, where normal lung has almost nothing (a quarter at most is allowed: a
+    severely emphysematous lung may be missed, and then the region has no top). Air trapped against the skin (between the back
     and the table, in skin folds) is partial-volume air, excluded by requiring 5 mm of
     tissue between the component and the body surface. A lung runs up to the top of an
     abdominal field of view with at least 5 cm3 (or is whole and large); a gas bubble with
@@ -224,8 +227,9 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
         size = part.sum() * voxel_cm3
         if size < 5.0 or (not reaches_top and size < 200.0):
             continue
-        median = float(np.median(hu[box][part]))
-        if -920.0 <= median <= -650.0:
+        values = hu[box][part]
+        median = float(np.median(values))
+        if -920.0 <= median <= -650.0 and float(np.mean(values < -950.0)) <= 0.25:
             lungs[box] |= part
     return lungs
 

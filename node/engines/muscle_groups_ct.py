@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
+from skimage.segmentation import watershed
 
 from .landmarks_ct import MUSCLE_HU, Spine
 from .morphology import disk, grow_from, split_bulges
@@ -70,6 +71,7 @@ def partial_volume_rim(
 
 def gluteal_groups(
     muscle: np.ndarray,
+    hu: np.ndarray,
     depth: np.ndarray,
     pelvis: np.ndarray,
     spine: Spine,
@@ -81,8 +83,8 @@ def gluteal_groups(
     joint: outside the pelvic ring (the convex hull of the hip bones on the slice) and
     behind the front of the hip bone, beneath the body-wall surface. Thin bridges (fascia,
     vessels) are cut by growing through tissue of muscle thickness only. The gluteus medius
-    (with the minimus beneath it) is the bulge lying on the bone, the gluteus maximus the
-    bulge behind it, across a fat plane.
+    (with the minimus beneath it) lies on the bone, the gluteus maximus behind and outside
+    it, across a fat plane: a watershed of the (smoothed) attenuation `hu` from both.
     """
     shape = muscle.shape
     out = {
@@ -108,14 +110,21 @@ def gluteal_groups(
             gluteal = grow_from(region, seeds, 2.0, (sj, si))
             if not gluteal.any():
                 continue
-            # The medius is as thick as 30 mm: its deepest point lies within 20 mm of
-            # the bone, in front of the bone's back edge (the maximus lies behind it).
-            on_bone = ndimage.distance_transform_edt(~bone, sampling=(sj, si)) <= 20.0
-            on_bone &= jj <= np.nonzero(bone)[0].max()
-            medius = split_bulges(gluteal, on_bone, (sj, si))
-            behind = jj > ndimage.center_of_mass(bone)[0]
-            out[f"gluteus_medius_{side}"][k] = medius
-            out[f"gluteus_maximus_{side}"][k] = gluteal & ~medius & behind
+            # The medius lies on the bone in front of its back edge; the maximus covers
+            # it from behind and outside, more than 35 mm from the bone or behind the
+            # back edge. Between the two the fat plane (low attenuation) decides.
+            from_bone = ndimage.distance_transform_edt(~bone, sampling=(sj, si))
+            back_edge = np.nonzero(bone)[0].max()
+            markers = np.zeros(gluteal.shape, dtype=np.int32)
+            markers[gluteal & (from_bone > 35.0)] = 2
+            markers[gluteal & (jj > back_edge + 10.0 / sj)] = 2
+            markers[gluteal & (from_bone <= 10.0) & (jj <= back_edge)] = 1
+            if not (markers == 1).any():
+                out[f"gluteus_maximus_{side}"][k] = gluteal
+                continue
+            parts = watershed(-hu[k], markers, mask=gluteal)
+            out[f"gluteus_medius_{side}"][k] = parts == 1
+            out[f"gluteus_maximus_{side}"][k] = parts == 2
     return out
 
 
