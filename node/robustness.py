@@ -161,7 +161,9 @@ def resampled(
     volume: Volume, masks: Masks, spacing_kji: tuple[float, float, float], most: tuple[int, ...]
 ) -> tuple[Volume, Masks]:
     """The same patient on another axial grid (linear interpolation of HU, nearest for the
-    references), centred on the original field of view, at most `most` voxels per axis."""
+    references), centred on the original field of view, at most `most` voxels per axis.
+    Beyond the outermost source voxel centres the edge values go on (no air is blended
+    into the first and last slices)."""
     source = _spacing(volume)
     target = np.asarray(spacing_kji, dtype=float)
     extent = np.array(volume.array.shape) * source
@@ -174,7 +176,7 @@ def resampled(
         offset,
         output_shape=tuple(shape),
         order=1,
-        cval=-1000.0,
+        mode="nearest",
     )
     names, packed = _pack(masks)
     packed = ndimage.affine_transform(packed, scale, offset, output_shape=tuple(shape), order=0)

@@ -69,3 +69,16 @@ def test_back_muscles_hold_on_thick_slices_contrast_and_obesity(name, data, engi
     for structure in (*BACK, "psoas L", "psoas R"):
         found, before = variant.agreements[structure], original.agreements[structure]
         assert found.dice >= before.dice - 0.05, (name, structure, found, before)
+
+
+def test_whole_abdomen_pelvis_holds_at_scanner_resolution(data, engine):
+    # 512 x 512 pixels of 0.7 mm with 2 mm slices (one scanner-resolution case in CI: the
+    # 1.1 mm one and the others are in benchmarks/evaluate_engines.py --variants).
+    case = next(c for c in CASES if c.name == "abdomen_pelvis_ct")
+    variant = next(v for v in VARIANTS if v.name == "scanner 512 2 mm")
+    found = evaluate_variant(case, variant, engine, data)
+    assert found.label_map.labels.shape[1:] == (512, 512)
+    for name, floor in SCANNER_FLOORS.items():
+        assert found.agreements[name].dice >= floor, (name, found.agreements[name])
+    assert found.label_map.landmarks.get("region_complete") == 1, found.label_map.notes
+    assert "l3_slice" in found.label_map.landmarks

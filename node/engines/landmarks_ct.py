@@ -9,7 +9,7 @@ engine turns that into an absent landmark and a note, never into a guess.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +41,9 @@ class Spine:
     center: np.ndarray  # (nk, 2) float, (j, i)
     radius_mm: np.ndarray  # (nk,) vertebral body radius
     present: np.ndarray  # (nk,) bool
+    # (nk,) degrees the patient is rolled: the direction from the vertebral body to the
+    # spinous process, from straight back (+j) towards the patient's left (+i). None: 0.
+    roll: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,36 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
     return Spine(center=center, radius_mm=np.where(present, radius, np.nan), present=present)
 
 
+def patient_roll(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:
+    """Per slice, how far the patient is rolled on the table (degrees, see `Spine.roll`).
+
+    The posterior elements (laminae, spinous process) lie symmetric about the plane
+    through the vertebral body and the spinous process: the direction from the body's
+    centre to the centroid of the bone 10-60 mm behind its back, within 35 degrees of
+    straight back, is the patient's "back". Slices disagree by noise; a running median over
+    60 mm is kept, and a roll beyond 30 degrees is not believed (0 is used instead).
+    """
+    nk = bone.shape[0]
+    sj, si = float(spacing[1]), float(spacing[2])
+    jj, ii = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
+    roll = np.full(nk, np.nan)
+    for k in np.nonzero(spine.present)[0]:
+        vj, vi = spine.center[k]
+        r = float(spine.radius_mm[k])
+        dj, di = (jj - vj) * sj, (ii - vi) * si
+        distance = np.hypot(dj, di)
+        angle = np.degrees(np.arctan2(di, dj))
+        behind = bone[k] & (distance >= r + 10.0) & (distance <= r + 60.0) & (np.abs(angle) <= 35.0)
+        if behind.sum() * sj * si >= 50.0:
+            roll[k] = float(np.degrees(np.arctan2(di[behind].mean(), dj[behind].mean())))
+    known = np.nonzero(~np.isnan(roll))[0]
+    if not len(known):
+        return np.zeros(nk)
+    reach = max(1, round(30.0 / float(spacing[0])))
+    steady = np.array([np.median(roll[known[np.abs(known - k) <= reach]]) for k in range(nk)])
+    return np.where(np.abs(steady) <= 30.0, steady, 0.0)
+
+
 def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Aerated lung: air regions deep inside the body whose voxels are mostly parenchyma.
 
@@ -205,8 +238,9 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
     has a median between -920 and -650 HU. Thin slices resampled, or a narrow loop, give
     bowel gas a partial-volume median in that band too, but a third or more of it stays
     below -950 HU, where normal lung has almost nothing (a quarter at most is allowed: a
-    severely emphysematous lung may be missed, and then the region has no top). Air trapped against the skin (between the back
-    and the table, in skin folds) is partial-volume air, excluded by requiring 5 mm of
+    severely emphysematous lung may be missed, and then the region has no top). Air
+    trapped against the skin (between the back and the table, in skin folds) is
+    partial-volume air, excluded by requiring 5 mm of
     tissue between the component and the body surface. A lung runs up to the top of an
     abdominal field of view with at least 5 cm3 (or is whole and large); a gas bubble with
     partial volume does neither (a lung cut within its lowest few millimetres is missed:
@@ -510,6 +544,7 @@ def ct_landmarks(hu: np.ndarray, spacing: np.ndarray) -> CtLandmarks:
     lung_slices = np.nonzero(lungs.any(axis=(1, 2)))[0]
     if len(lung_slices):
         landmarks.lung_base = int(lung_slices.min())
+    spine = landmarks.spine = replace(spine, roll=patient_roll(bone, spine, spacing))
     landmarks.pelvis = find_pelvis(bone, spine, spacing, landmarks.lung_base)
     evidence = disc_evidence(hu, spine, spacing)
     boundaries = vertebral_boundaries(evidence, spine.present, spacing)

@@ -42,12 +42,18 @@ class SliceFrame:
         spacing: np.ndarray,
         origin: tuple[int, int] = (0, 0),
     ):
-        """The frame of slice k for an array of `shape` whose pixel (0, 0) is `origin`."""
+        """The frame of slice k for an array of `shape` whose pixel (0, 0) is `origin`,
+        turned with the patient's roll where the spine gives one (`Spine.roll`)."""
         jj, ii = np.mgrid[0 : shape[0], 0 : shape[1]]
         vj, vi = spine.center[k] - np.asarray(origin)
+        dj, di = (jj - vj) * float(spacing[1]), (ii - vi) * float(spacing[2])
+        roll = 0.0 if spine.roll is None else float(np.radians(spine.roll[k]))
+        if roll == 0.0:
+            return cls(forward=-dj, lateral=di, radius=float(spine.radius_mm[k]))
+        cos, sin = np.cos(roll), np.sin(roll)
         return cls(
-            forward=(vj - jj) * float(spacing[1]),
-            lateral=(ii - vi) * float(spacing[2]),
+            forward=-(dj * cos + di * sin),
+            lateral=di * cos - dj * sin,
             radius=float(spine.radius_mm[k]),
         )
 

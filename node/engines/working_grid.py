@@ -69,9 +69,7 @@ class WorkingGrid:
             counts = np.diff(np.r_[starts, len(index)]).astype(np.float32)
             shape = [1, 1, 1]
             shape[axis] = len(counts)
-            out = np.add.reduceat(out, starts, axis=axis, dtype=np.float32) / counts.reshape(
-                shape
-            )
+            out = np.add.reduceat(out, starts, axis=axis, dtype=np.float32) / counts.reshape(shape)
         return out.astype(np.float32, copy=False)
 
     def up(self, labels: np.ndarray, source: np.ndarray, below: float) -> np.ndarray:
