@@ -4,9 +4,8 @@ Floors sit a little under what the engines measure today (README, "Classical eng
 a regression fails here; they are not targets. Skipped when the shared data is absent.
 """
 
-import pytest
-
 import numpy as np
+import pytest
 
 from myonode.engines import create
 from myonode.reference_cases import CASES, evaluate_case, labels_on_grid

@@ -1,14 +1,23 @@
 """`classical-ct`: the default CT engine, from anatomy and attenuation, with no weights.
 
-Steps (all in the canonical orientation, see `orientation.py`): landmarks (body, spine,
-lungs, vertebral levels, pelvis), the muscular body wall, the posterior groups around the
-spine, the wall groups, and the remainder of skeletal muscle. Labels are exclusive and
-cover each muscle wherever it is in view; the seed 000 region (lung base to the inferior
-aspect of L5) is reported as landmarks (`region_top_slice` at the lung base,
-`region_bottom_slice` at the inferior aspect of L5, source slice indices, and
-`region_complete` 1 when both are found), with `l3_slice` (mid-L3), so the measurement
-layer can restrict to them. Whatever cannot be found is left out and said in a note,
-never guessed.
+Steps (all in the canonical orientation, see `orientation.py`, on a grid of at most 3 mm
+slices and 1.5 mm pixels, see `working_grid.py`, labels mapped back to every source
+voxel): landmarks (body, spine and the patient's roll, lungs, hip bones, sacroiliac
+joints, vertebral levels), the muscular body wall, the posterior groups around the spine
+(psoas followed along z, `psoas.track_psoas`), the iliopsoas below L5 with the iliacus,
+the gluteal groups, the wall groups, and the remainder of skeletal muscle. Labels are
+exclusive and cover each muscle wherever it is in view. Whatever cannot be found is left
+out and said in a note, never guessed.
+
+`LabelMap.landmarks` (source slice indices, k as stored; "top" is the superior end):
+- `region_top_slice` (lung base), `region_bottom_slice` (inferior aspect of L5),
+  `region_complete` (1 when both are found): the seed 000 region;
+- `l3_slice` (mid-L3, only when L3 is whole in view);
+- `l1_top_slice`, `l1_bottom_slice` ... `l5_top_slice`, `l5_bottom_slice`: the vertebral
+  bodies named and whole in view;
+- `sacroiliac_top_slice`, `sacroiliac_bottom_slice`: the sacroiliac joints (sacrum);
+- `rib12_head_slice`: the lowest rib head, taken as the 12th.
+Absent keys were not found.
 """
 
 from __future__ import annotations
@@ -224,6 +233,15 @@ def _source_landmarks(
         return nk - 1 - k if view.flips[0] else k
 
     found: dict[str, int | float] = {"region_complete": 0}
+    for vertebra in landmarks.vertebrae:
+        if vertebra.complete:
+            found[f"{vertebra.name.lower()}_top_slice"] = source(vertebra.top)
+            found[f"{vertebra.name.lower()}_bottom_slice"] = source(vertebra.bottom)
+    if landmarks.sacroiliac is not None:
+        found["sacroiliac_bottom_slice"] = source(landmarks.sacroiliac[0])
+        found["sacroiliac_top_slice"] = source(landmarks.sacroiliac[1])
+    if landmarks.rib_head is not None:
+        found["rib12_head_slice"] = source(landmarks.rib_head)
     l3 = landmarks.vertebra("L3")
     if l3 is not None and l3.complete:
         found["l3_slice"] = source(l3.middle)
