@@ -77,10 +77,15 @@ class ClassicalMrEngine:
         notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
-        spine, _mid = find_spine_mr(likeness, body, view.spacing)
-        if spine.present.sum() >= max(2, 0.5 * len(spine.present)):
-            masks, groups = lumbar_groups(likeness, body, spine, view.spacing), _LUMBAR
-            notes.append(f"Lumbar station: column found on {int(spine.present.sum())} slices.")
+        spine, _mid, psoas_slices = find_spine_mr(likeness, body, view.spacing)
+        if psoas_slices.sum() >= max(2, 0.5 * len(spine.present)):
+            masks = lumbar_groups(likeness, body, spine, psoas_slices, view.spacing)
+            groups = _LUMBAR
+            notes.append(
+                f"Lumbar station: column found from the psoas on {int(psoas_slices.sum())} "
+                f"slices, carried on beneath the back muscles on "
+                f"{int((spine.present & ~psoas_slices).sum())} more."
+            )
         else:
             masks, measured = thigh_compartments(likeness, body, view.spacing, MUSCLE_BELOW)
             groups = _THIGH
@@ -138,9 +143,14 @@ def _touches_edge(body: np.ndarray) -> bool:
 
 
 def lumbar_groups(
-    likeness: np.ndarray, body: np.ndarray, spine: Spine, spacing: np.ndarray
+    likeness: np.ndarray,
+    body: np.ndarray,
+    spine: Spine,
+    psoas_slices: np.ndarray,
+    spacing: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Paraspinal (split into multifidus and erector spinae), psoas and quadratus lumborum."""
+    """Paraspinal (split into multifidus and erector spinae) wherever the column is known;
+    psoas and quadratus lumborum on the slices where the column was found from the psoas."""
     smooth = smooth_in_plane(likeness, 1.0, spacing)
     fat = (smooth >= MUSCLE_BELOW) & body
     _band, depth = wall_band(~fat & body, body, fat, spacing)
@@ -155,7 +165,7 @@ def lumbar_groups(
         vertebra,
         spine,
         spacing,
-        np.ones(len(body), dtype=bool),
+        psoas_slices,
     )
     del masks["other"]  # bulges beside the paraspinals: not reported on MR
     beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
