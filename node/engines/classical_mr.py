@@ -38,6 +38,8 @@ from .trunk_muscles import SIDES, SliceFrame, posterior_groups
 VERSION = "0.1.0"
 DEEP_MUSCLE_BELOW = 0.25
 SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
+ARCH_DEPTH_MM = 12.0
+ARCH_HALF_WIDTH = 1.2  # times the vertebral body radius
 SEPTUM_QUANTILE = 90.0
 SEPTUM_REACH_MM = 9.0
 SEPTUM_BAND_MM = 3.0
@@ -180,10 +182,17 @@ def lumbar_groups(
         )
         # The spinous process with its interspinous and supraspinous ligaments fills the
         # midline between the two multifidi; on T2 it is as dark as muscle, so its half
-        # width is kept free by anatomy.
+        # width is kept free by anatomy. So is the vertebral arch in front of the laminae:
+        # the pedicles run `ARCH_DEPTH_MM` back from the body and the spinal canal between
+        # them is about as wide as the body; CSF, ligamentum flavum and cortex may all be
+        # as dark as muscle.
         for k in np.nonzero(spine.present)[0]:
             frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
-            paraspinal[k] &= frame.toward(side) >= SPINOUS_HALF_WIDTH_MM
+            lateral = frame.toward(side)
+            arch = (lateral <= ARCH_HALF_WIDTH * frame.radius) & (
+                frame.forward > -frame.radius - ARCH_DEPTH_MM
+            )
+            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
             paraspinal, smooth, spine, spacing, side
         )
