@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 """
 # 'withheld': not delivered on purpose (the source study was deleted from the archive).
+# 'failed': the destination refused it for good (e.g. STOW-RS 4xx); not retried.
 OUTBOX = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -622,13 +623,14 @@ class Index:
                 (error, next_attempt_at, outbox_id),
             )
 
-    def mark_failed(self, outbox_id: int, error: str) -> None:
-        """Give a delivery up for good (its destination stayed unknown or unreachable)."""
+    def mark_failed(self, outbox_id: int, answer: str) -> None:
+        """Stop retrying a delivery: the destination refused it for good, or it stayed
+        unknown or unreachable past the deadline; keep the answer or reason."""
         with self.transaction() as conn:
             conn.execute(
                 """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
                    WHERE id = ?""",
-                (error, outbox_id),
+                (answer, outbox_id),
             )
 
     def mark_withheld(self, outbox_id: int, reason: str) -> None:
