@@ -88,15 +88,19 @@ def plugin(monkeypatch):
 
 
 def node_answers(monkeypatch, module, status: int, body: dict | None = None) -> list[str]:
-    """The node's REST API as the plugin sees it; returns the URLs asked. It answers only
-    requests with the node's token (MyoNodeToken), as the node does."""
+    """The node's REST API as the plugin sees it; returns the study URLs asked. It answers
+    only requests with the node's token (MyoNodeToken), as the node does; /api/wanted as a
+    node without it (the plugin keeps its configured modalities)."""
     asked = []
 
     def get(url, timeout, headers):
+        request = httpx.Request("GET", url)
         if headers.get("Authorization") != "Bearer node-token":
-            return httpx.Response(401, request=httpx.Request("GET", url))
+            return httpx.Response(401, request=request)
+        if url.endswith("/api/wanted"):
+            return httpx.Response(404, request=request)
         asked.append(url)
-        return httpx.Response(status, json=body, request=httpx.Request("GET", url))
+        return httpx.Response(status, json=body, request=request)
 
     monkeypatch.setattr(module.httpx, "get", get)
     return asked
