@@ -1,7 +1,6 @@
 """Results: the index query, the REST API, an archive (real Orthanc) and change since prior."""
 
 import json
-import urllib.request
 
 import pydicom
 import pytest
@@ -11,7 +10,7 @@ from myonode.dispatch.scu import describe, send_files
 from myonode.store.records import ResultFilter, records_csv
 
 from conftest import make_settings
-from support import Orthanc, myonode, sr_texts, wait_until
+from support import Orthanc, http_get, myonode, sr_texts, wait_until
 
 PATIENT = Patient(patient_id="MYO-LONG-1", sex="F", age_years=66, height_m=1.62, weight_kg=70.0)
 
@@ -112,11 +111,11 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
 
     # The REST API serves the index with the same filters.
     base = f"http://127.0.0.1:{node2.web.port}/api"
-    with urllib.request.urlopen(f"{base}/results?quantity=mass&format=csv") as response:
+    with http_get(f"{base}/results?quantity=mass&format=csv") as response:
         body = response.read().decode()
     assert body == records_csv(node2.index.query_results(ResultFilter(quantity="mass")))
     study_uid = node2.index.query("SELECT study_uid FROM studies")[0][0]
-    with urllib.request.urlopen(f"{base}/studies/{study_uid}") as response:
+    with http_get(f"{base}/studies/{study_uid}") as response:
         detail = json.load(response)
     assert detail["decisions"][0]["selected"] == 1
     assert {row["state"] for row in detail["outbox"]} == {"sent"}

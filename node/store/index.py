@@ -299,6 +299,21 @@ class Index:
         rows = self.query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
         return rows[0] if rows else None
 
+    def settled_studies(self) -> list[sqlite3.Row]:
+        """Studies routed since their last instance (nothing left to route), oldest first:
+        the candidates of retention, which still checks each one's status."""
+        return self.query(
+            """SELECT * FROM studies WHERE processed_seq = change_seq
+               ORDER BY last_received_at, study_uid"""
+        )
+
+    def forget_instances(self, study_uid: str) -> int:
+        """Drop a study's instance rows (retention deleted their files); studies, decisions,
+        jobs, results and outbox stay. Returns how many were dropped."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE series SET instance_count = 0 WHERE study_uid = ?", (study_uid,))
+            return conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
+
     def study_instances(self, study_uid: str) -> list[sqlite3.Row]:
         return self.query(
             "SELECT * FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
@@ -518,6 +533,7 @@ class Index:
                            ON CONFLICT (sop_uid, destination) DO UPDATE SET
                                job_id = excluded.job_id, path = excluded.path,
                                state = 'pending', attempts = 0, last_error = NULL,
+                               created_at = excluded.created_at,
                                next_attempt_at = excluded.next_attempt_at, sent_at = NULL""",
                         (
                             job_id,
@@ -608,7 +624,8 @@ class Index:
             )
 
     def mark_failed(self, outbox_id: int, answer: str) -> None:
-        """The destination refused the delivery for good: keep its answer, stop retrying."""
+        """Stop retrying a delivery: the destination refused it for good, or it stayed
+        unknown or unreachable past the deadline; keep the answer or reason."""
         with self.transaction() as conn:
             conn.execute(
                 """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
