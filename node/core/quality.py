@@ -57,6 +57,11 @@ class QualityReport:
         found = self.structures.get(key)
         return found.verdict if found is not None else "review"
 
+    def describe(self, key: str) -> str:
+        """A structure's verdict and reasons as one line (also for one never looked at)."""
+        found = self.structures.get(key)
+        return found.describe() if found is not None else f"QC {self.verdict(key)}: not checked."
+
     def passed(self, key: str) -> bool:
         return self.verdict(key) == "pass"
 

@@ -346,9 +346,9 @@ def check_shape(structure: Structure, mask: np.ndarray, ctx: _Context) -> Findin
     if is_axial(ctx.volume.geometry) and slices.size > 3:
         # the end slices are excluded: a muscle's tip grows fast from nothing
         areas = slice_areas_cm2(mask, ctx.volume.geometry)[slices[0] + 1 : slices[-1]]
-        pairs = np.maximum(areas[:-1], areas[1:]) >= r.AREA_JUMP_FLOOR_CM2
-        small = np.maximum(np.minimum(areas[:-1], areas[1:]), 1e-6)
-        ratios = np.maximum(areas[:-1], areas[1:]) / small
+        small = np.minimum(areas[:-1], areas[1:])
+        pairs = (np.maximum(areas[:-1], areas[1:]) >= r.AREA_JUMP_FLOOR_CM2) & (small > 0)
+        ratios = np.maximum(areas[:-1], areas[1:]) / np.where(small > 0, small, 1.0)
         jump = float(ratios[pairs].max()) if pairs.any() else 1.0
         if jump > r.AREA_JUMP_REVIEW:
             findings.append(
@@ -386,7 +386,8 @@ def asymmetry(volumes: dict[str, float], key: str) -> Finding | None:
         r.ASYMMETRY_FAIL_PERCENT,
         True,
         f"Left {left:.0f} and right {right:.0f} cm³ differ by {percent:.0f} % of their mean, "
-        f"beyond the largest difference seed 001 saw (≈ {r.ASYMMETRY_REVIEW_PERCENT:.0f} %).",
+        "beyond the largest iliopsoas difference in seed 001 "
+        f"(≈ {r.ASYMMETRY_REVIEW_PERCENT:.0f} %).",
     )
 
 
