@@ -425,6 +425,7 @@ def quality_control(
         )
         if found == 0:
             marks, problem = None, "no vertebral column found in the image"
+            report.notes.append(f"QC: {problem}; position checks cannot run (review).")
     ctx = _Context(volume, label_map, modality, marks, problem, {})
     volumes: dict[str, float] = {}
     findings: dict[str, list[Finding]] = {}
