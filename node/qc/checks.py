@@ -426,6 +426,11 @@ def quality_control(
         if found == 0:
             marks, problem = None, "no vertebral column found in the image"
             report.notes.append(f"QC: {problem}; position checks cannot run (review).")
+    elif marks is not None:
+        report.notes.append(
+            f"QC landmarks from the image: {marks.source} only (no bone on {modality}): the "
+            "positions of psoas and glutei cannot be checked (review)."
+        )
     ctx = _Context(volume, label_map, modality, marks, problem, {})
     volumes: dict[str, float] = {}
     findings: dict[str, list[Finding]] = {}
