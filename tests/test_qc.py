@@ -17,7 +17,7 @@ from myonode.core.volume import Geometry, Volume
 from myonode.dicom.anatomy import STRUCTURES
 from myonode.measure.assessment import assess
 from myonode.measure.results import QC_QUANTITY, result_rows
-from myonode.qc.checks import quality_control
+from myonode.qc.checks import coarse, quality_control
 from myonode.store.index import Index
 from myonode.store.records import ResultFilter, ResultRow
 
@@ -278,3 +278,17 @@ def test_index_keeps_qc_migrates_old_results_and_counts_for_metrics(tmp_path):
 def test_every_drawn_structure_is_checked(key):
     volume, label_map = drawn_ct()
     assert key in verdicts(volume, label_map).structures
+
+
+def test_a_scanner_fine_grid_is_checked_coarsely_with_the_same_verdicts():
+    volume, label_map = drawn_ct()
+    fine = Volume(
+        np.repeat(np.repeat(volume.array, 4, axis=1), 4, axis=2),
+        Geometry(np.zeros(3), np.eye(3), np.array([1.0, 1.0, SLICE_MM])),
+    )
+    labels = np.repeat(np.repeat(label_map.labels, 4, axis=1), 4, axis=2)
+    coarse_volume, coarse_labels = coarse(fine, LabelMap(labels, label_map.structures))
+    assert coarse_volume.shape == coarse_labels.labels.shape == (SHAPE[0], 128, 128)
+    assert list(coarse_volume.geometry.spacing) == [2.0, 2.0, SLICE_MM]
+    report = verdicts(fine, LabelMap(labels, label_map.structures))
+    assert {k: q.verdict for k, q in report.structures.items()} == dict.fromkeys(KEYS, "pass")
