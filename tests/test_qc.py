@@ -292,3 +292,20 @@ def test_a_scanner_fine_grid_is_checked_coarsely_with_the_same_verdicts():
     assert list(coarse_volume.geometry.spacing) == [2.0, 2.0, SLICE_MM]
     report = verdicts(fine, LabelMap(labels, label_map.structures))
     assert {k: q.verdict for k, q in report.structures.items()} == dict.fromkeys(KEYS, "pass")
+
+
+def test_an_engine_l3_slice_without_a_vertebra_is_not_used():
+    volume, label_map = drawn_ct()
+    volume.array[20:][volume.array[20:] >= 200] = 50.0  # no bone on the last four slices
+    label_map.landmarks["l3_slice"] = 22
+    report = verdicts(volume, label_map)
+    assert "l3_slice" in report.doubtful_landmarks
+    assessment = assess(volume, label_map, "CT", FACTS, quality=report)
+    assert all(s.area_at_l3_cm2 is None for s in assessment.structures)
+    assert assessment.value("l3_smi") is None
+    [smi] = [c for c in assessment.sarcopenia[0].criteria if "L3 SMI" in c.name]
+    assert "no vertebral column" in smi.detail
+    label_map.landmarks["l3_slice"] = 10  # on the column: used
+    report = verdicts(volume, label_map)
+    assert report.doubtful_landmarks == {}
+    assert assess(volume, label_map, "CT", FACTS, quality=report).value("l3_smi") is not None

@@ -46,11 +46,13 @@ class StructureQuality:
 
 @dataclass
 class QualityReport:
-    """The QC stage's answer for one label map: a verdict per structure key, and notes on
-    the whole series (which landmarks were found, which checks could not run)."""
+    """The QC stage's answer for one label map: a verdict per structure key, notes on the
+    whole series (which landmarks were found, which checks could not run) and the engine's
+    landmarks the image contradicts (their values are not used)."""
 
     structures: dict[str, StructureQuality] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    doubtful_landmarks: dict[str, str] = field(default_factory=dict)  # engine landmark -> why
 
     def verdict(self, key: str) -> Verdict:
         """A structure's verdict; one QC never looked at is ``review``, never ``pass``."""

@@ -200,6 +200,9 @@ def assess(
     evaluable: QC". Without it (QC not run, e.g. a formula's unit test) nothing is withheld.
     """
     l3 = label_map.landmarks.get("l3_slice")
+    l3_doubt = quality.doubtful_landmarks.get("l3_slice") if quality is not None else None
+    if l3_doubt:
+        l3 = None
     structures = measure_structures(
         label_map.labels,
         label_map.structures,
@@ -233,6 +236,8 @@ def assess(
     qc_missing = (
         {"l3_smi": smi.omitted.removeprefix("not evaluable: ")}
         if smi is not None and smi.omitted and smi.omitted.startswith("not evaluable: QC")
+        else {"l3_smi": f"QC ({l3_doubt})"}
+        if l3_doubt
         else None
     )
     sarcopenia = [ewgsop2(facts.sex, inputs, qc_missing), awgs2019(facts.sex, inputs)]

@@ -421,6 +421,21 @@ def coarse(volume: Volume, label_map: LabelMap) -> tuple[Volume, LabelMap]:
     )
 
 
+def _check_engine_landmarks(
+    label_map: LabelMap, marks: Landmarks, fine_slices: int, report: QualityReport
+) -> None:
+    """The engine's L3 slice must lie on the vertebral column QC finds in the image; an L3
+    without a vertebra there is not used (the engine's landmarks are evidence, not truth)."""
+    l3 = label_map.landmarks.get("l3_slice")
+    if l3 is None:
+        return
+    k = int(l3) * len(marks.column_y) // max(fine_slices, 1)
+    if not 0 <= k < len(marks.column_y) or not np.isfinite(marks.column_y[k]):
+        why = f"the engine's L3 slice ({int(l3) + 1}) has no vertebral column in the image"
+        report.doubtful_landmarks["l3_slice"] = why
+        report.notes.append(f"QC: {why}; nothing is measured at L3.")
+
+
 def quality_control(
     volume: Volume, label_map: LabelMap, modality: str, facts: PatientFacts
 ) -> QualityReport:
@@ -431,6 +446,7 @@ def quality_control(
     """
     report = QualityReport()
     present = set(np.unique(label_map.labels).tolist())
+    fine_slices = volume.shape[0]
     volume, label_map = coarse(volume, label_map)
     try:
         marks, problem = _landmarks(volume, modality)
@@ -452,6 +468,8 @@ def quality_control(
             f"QC landmarks from the image: {marks.source} only (no bone on {modality}): the "
             "positions of psoas and glutei cannot be checked (review)."
         )
+    if marks is not None and marks.column is not None:
+        _check_engine_landmarks(label_map, marks, fine_slices, report)
     ctx = _Context(volume, label_map, modality, marks, problem, {})
     volumes: dict[str, float] = {}
     findings: dict[str, list[Finding]] = {}
