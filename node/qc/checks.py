@@ -69,21 +69,19 @@ def _graded(
 @dataclass
 class _Context:
     volume: Volume
-    label_map: LabelMap
     modality: str
     landmarks: Landmarks | None
     landmark_problem: str | None
-    masks: dict[str, np.ndarray]
 
 
 def _family(key: str, prefixes: tuple[str, ...]) -> bool:
     return key.startswith(prefixes)
 
 
-def check_side(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding:
+def check_side(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding | None:
     side = structure.side
     if side is None:
-        return _ok("side")
+        return None
     if ctx.landmarks is None:
         return _cannot("side", ctx.landmark_problem or "no midline")
     k = np.nonzero(mask)[0]
@@ -104,10 +102,10 @@ def _per_slice_centroid_y(mask: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(area > 0, total / area, np.nan)
 
 
-def check_position(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding:
+def check_position(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding | None:
     key = structure.key
     if not _family(key, PSOAS + BACK + GLUTEAL):
-        return _ok("position")
+        return None
     if ctx.landmarks is None:
         return _cannot("position", ctx.landmark_problem or "no landmarks")
     marks = ctx.landmarks
@@ -186,12 +184,14 @@ def _cut_by_field_of_view(mask: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any())
 
 
-def check_size(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding:
+def check_size(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding | None:
+    if not structure.muscle or structure.category == TISSUE:
+        return None  # a tissue class has no plausible size of its own
     geometry = ctx.volume.geometry
     volume = float(mask.sum()) * geometry.voxel_volume_mm3 / 1000.0
     cut = _cut_by_field_of_view(mask)
     key = structure.key
-    if structure.muscle and structure.category != TISSUE and volume < r.MIN_MUSCLE_VOLUME_CM3:
+    if volume < r.MIN_MUSCLE_VOLUME_CM3:
         if cut:
             return Finding(
                 "size",
@@ -321,9 +321,9 @@ def check_intensity(structure: Structure, mask: np.ndarray, ctx: _Context) -> Fi
     return _cannot("intensity", "an MR without its Dixon fat image has no quantitative scale")
 
 
-def check_shape(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding:
+def check_shape(structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding | None:
     if structure.category == TISSUE:
-        return _ok("shape")  # tissue classes are scattered by nature
+        return None  # tissue classes are scattered by nature
     labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     largest = 1.0
     if count > 1:
@@ -363,7 +363,9 @@ def check_shape(structure: Structure, mask: np.ndarray, ctx: _Context) -> Findin
     return _merge("shape", findings)
 
 
-CHECKS: tuple[Callable[[Structure, np.ndarray, _Context], Finding], ...] = (
+# Each check answers None where it does not apply to the structure.
+Check = Callable[[Structure, np.ndarray, _Context], Finding | None]
+CHECKS: tuple[Check, ...] = (
     check_side,
     check_position,
     check_size,
@@ -470,7 +472,7 @@ def quality_control(
         )
     if marks is not None and marks.column is not None:
         _check_engine_landmarks(label_map, marks, fine_slices, report)
-    ctx = _Context(volume, label_map, modality, marks, problem, {})
+    ctx = _Context(volume, modality, marks, problem)
     volumes: dict[str, float] = {}
     findings: dict[str, list[Finding]] = {}
     for label, structure in label_map.structures.items():
@@ -486,7 +488,8 @@ def quality_control(
                 Finding("plausibility", "review", "No plausibility check exists for it.")
             ]
             continue
-        findings[structure.key] = [_safe(check, structure, mask, ctx) for check in CHECKS]
+        answers = [_safe(check, structure, mask, ctx) for check in CHECKS]
+        findings[structure.key] = [f for f in answers if f is not None]
     for key in findings:
         pair = asymmetry(volumes, key)
         if pair is not None:
@@ -500,12 +503,7 @@ def quality_control(
     return report
 
 
-def _safe(
-    check: Callable[[Structure, np.ndarray, _Context], Finding],
-    structure: Structure,
-    mask: np.ndarray,
-    ctx: _Context,
-) -> Finding:
+def _safe(check: Check, structure: Structure, mask: np.ndarray, ctx: _Context) -> Finding | None:
     name = check.__name__.removeprefix("check_")
     try:
         return check(structure, mask, ctx)
