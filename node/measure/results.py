@@ -51,6 +51,7 @@ def records_from_sr(sr: Dataset) -> list[ResultRecord]:
             row.value,
             row.unit,
             row.text,
+            row.qc,
         )
         for row in rows_from_sr(sr)
     ]
