@@ -168,3 +168,17 @@ def test_any_psoas_on_a_plain_mr_is_not_passed(shared_data):
         assert quality.verdict != "pass"
         assert any("not checked" in reason for reason in quality.reasons)
     assert any("MR body outline" in note for note in report.notes)
+
+
+def test_totalsegmentator_output_through_its_engine_mapping_passes(shared_data):
+    """The TotalSegmentator engine's own label mapping applied to TotalSegmentator's output
+    for this CT: what that engine hands QC in a job."""
+    from myonode.infer.engines.totalsegmentator import map_output
+
+    volume = load_nifti(shared_data / UPPER_CT[0])
+    raw = np.rint(load_nifti(shared_data / UPPER_CT[1]).array).astype(np.int64)
+    labels, structures, _notes = map_output(raw, "total")
+    report = quality_control(volume, LabelMap(labels, structures), "CT", FACTS)
+    verdicts = {k: q.verdict for k, q in report.structures.items()}
+    assert {"iliopsoas_left", "deep_back_muscles_right"} <= set(verdicts)
+    assert set(verdicts.values()) == {"pass"}
