@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -192,8 +193,9 @@ def render_pdf(
             figure.text(
                 0.62,
                 0.73,
-                "Quality control (not pass):\n" + "\n".join(d[:120] for d in doubtful[:8]),
-                fontsize=6,
+                "Quality control (not pass):\n"
+                + "\n".join(textwrap.shorten(d, 240) for d in doubtful[:8]),
+                fontsize=5.5,
                 va="top",
                 wrap=True,
             )
@@ -216,9 +218,9 @@ def render_pdf(
     elif assessment.predictions:  # the model's notes: intended use, what was not predicted
         figure.text(0.05, 0.2, "\n".join(assessment.notes[:8]), fontsize=8, wrap=True)
     else:
-        reasons = [n for n in assessment.notes if "reference" in n.lower()] or [
-            "No published reference applies to these structures."
-        ]
+        reasons = [n for n in assessment.notes if "reference" in n.lower() or "evaluable: QC" in n][
+            :8
+        ] or ["No published reference applies to these structures."]
         figure.text(0.05, 0.2, "\n".join(reasons), fontsize=8, wrap=True)
     conclusions = "; ".join(f"{s.guideline}: {s.conclusion}" for s in assessment.sarcopenia)
     figure.text(0.05, 0.03, f"Sarcopenia criteria — {conclusions}", fontsize=7)
