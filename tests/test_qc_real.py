@@ -52,6 +52,7 @@ def test_reference_segmentation_of_the_whole_ct_passes(whole_ct):
     failing = {k: q.reasons for k, q in report.structures.items() if q.verdict != "pass"}
     assert failing == {}
     assert set(report.structures) == set(WHOLE_CT_V1.values())
+    assert report.withheld_indices == {}  # lumbar spine and pelvis in view: CSA comparable
 
 
 def test_reference_segmentation_of_the_upper_abdomen_passes(shared_data):
@@ -60,6 +61,12 @@ def test_reference_segmentation_of_the_upper_abdomen_passes(shared_data):
     assert {k: q.verdict for k, q in report.structures.items()} == dict.fromkeys(
         UPPER_ABDOMEN_V2.values(), "pass"
     )
+    # T11-L2 only: the psoas is passed, but its largest section lies lower, out of view, so
+    # no z-score against seed 003's maximum CSA (it read -5 before QC).
+    assessment = assess(volume, label_map, "CT", FACTS, quality=report)
+    assert "psoas_max_csa" in report.withheld_indices
+    assert "psoas_max_csa" not in {c.quantity for c in assessment.comparisons}
+    assert any("lower lumbar spine" in note for note in assessment.notes)
 
 
 def test_manual_labels_of_the_dixon_mr_pass(shared_data):

@@ -47,12 +47,14 @@ class StructureQuality:
 @dataclass
 class QualityReport:
     """The QC stage's answer for one label map: a verdict per structure key, notes on the
-    whole series (which landmarks were found, which checks could not run) and the engine's
-    landmarks the image contradicts (their values are not used)."""
+    whole series (which landmarks were found, which checks could not run), the engine's
+    landmarks the image contradicts (their values are not used) and indices the image's
+    coverage does not support (e.g. a maximum that lies outside the field of view)."""
 
     structures: dict[str, StructureQuality] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     doubtful_landmarks: dict[str, str] = field(default_factory=dict)  # engine landmark -> why
+    withheld_indices: dict[str, str] = field(default_factory=dict)  # index key -> why
 
     def verdict(self, key: str) -> Verdict:
         """A structure's verdict; one QC never looked at is ``review``, never ``pass``."""

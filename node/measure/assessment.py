@@ -224,6 +224,13 @@ def assess(
         seed000_region(label_map, volume),
         withheld,
     )
+    if quality is not None:
+        derived = [
+            DerivedValue(d.key, d.name, d.unit, None, f"not evaluable: QC ({why})")
+            if d.value is not None and (why := quality.withheld_indices.get(d.key))
+            else d
+            for d in derived
+        ]
     region_complete = bool(label_map.landmarks.get("region_complete"))
     comparisons, notes = compare(derived, facts, region_complete)
     smi = next((d for d in derived if d.key == "l3_smi"), None)

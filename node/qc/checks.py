@@ -473,6 +473,11 @@ def quality_control(
     if marks is not None and marks.column is not None:
         _check_engine_landmarks(label_map, marks, fine_slices, report)
     ctx = _Context(volume, modality, marks, problem)
+    if not _lower_lumbar_in_view(ctx):
+        report.withheld_indices["psoas_max_csa"] = (
+            "the image does not show the lower lumbar spine, where the psoas is largest; "
+            "seed 003's maximum CSA is not comparable"
+        )
     volumes: dict[str, float] = {}
     findings: dict[str, list[Finding]] = {}
     for label, structure in label_map.structures.items():
