@@ -19,7 +19,7 @@ from myonode.receive.ingest import Outcome
 from myonode.store.index import Index
 
 JOB_STATES = ("queued", "running", "done", "failed")
-OUTBOX_STATES = ("pending", "sent", "withheld")
+OUTBOX_STATES = ("pending", "sent", "withheld", "failed")
 
 
 class _IndexCollector(Collector):

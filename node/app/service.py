@@ -28,7 +28,12 @@ from myonode.measure.assessment import Prior
 from myonode.pipelines import pipeline_versions
 from myonode.receive.ingest import Ingestor
 from myonode.receive.scp import Receiver
-from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
+from myonode.route.profiles import (
+    configured_pipelines,
+    load_profiles,
+    profile_dirs,
+    wanted_series,
+)
 from myonode.store.files import remove_stale_partials, results_dir_for
 from myonode.store.index import Index
 from myonode.worker.runner import Runner
@@ -130,7 +135,7 @@ class Node:
         self.dispatcher = Dispatcher(settings, self.index)
         self.web = (
             WebServer(
-                create_app(self.index, settings, self.metrics),
+                create_app(self.index, settings, self.metrics, wanted_series(self.profiles)),
                 settings.http.bind,
                 settings.http.port,
             )
