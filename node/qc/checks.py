@@ -153,6 +153,8 @@ def _psoas_position(mask: np.ndarray, marks: Landmarks, ctx: _Context) -> Findin
             )
     lumbar = present & np.isfinite(marks.column_y) & ~marks.pelvis
     if not lumbar.any():
+        if not (present & ~marks.pelvis).any():  # all in the pelvis (an iliopsoas' lower part)
+            return _merge("position", findings)
         findings.append(_cannot("position", "no vertebral column found beside it above the pelvis"))
         return _merge("position", findings)
     spacing = ctx.volume.geometry.spacing[:2][::-1]
