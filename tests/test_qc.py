@@ -8,7 +8,9 @@ import sqlite3
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from myonode.app.api import create_app
 from myonode.app.metrics import Metrics
 from myonode.core.patient import PatientFacts
 from myonode.core.quality import QualityReport, StructureQuality, worst
@@ -20,6 +22,8 @@ from myonode.measure.results import QC_QUANTITY, result_rows
 from myonode.qc.checks import coarse, quality_control
 from myonode.store.index import Index
 from myonode.store.records import ResultFilter, ResultRow
+
+from conftest import make_settings
 
 PIXEL_MM, SLICE_MM = 4.0, 5.0
 SHAPE = (24, 64, 64)
@@ -268,9 +272,16 @@ def test_index_keeps_qc_migrates_old_results_and_counts_for_metrics(tmp_path):
     assert index.qc_counts() == {"fail": 1, "review": 1}
     [study] = index.studies_needing_review()
     assert (study["study_uid"], study["review"], study["fail"]) == ("1.2", 1, 1)
-    rendered = Metrics(index).render().decode()
+    metrics = Metrics(index)
+    rendered = metrics.render().decode()
     assert 'myonode_qc_structures{verdict="fail"} 1.0' in rendered
     assert 'myonode_qc_structures{verdict="pass"} 0.0' in rendered
+    client = TestClient(create_app(index, make_settings(tmp_path), metrics))
+    [listed] = client.get("/api/review").json()
+    assert (listed["study_uid"], listed["review"], listed["fail"]) == ("1.2", 1, 1)
+    csv = client.get("/api/results?format=csv").text.splitlines()
+    assert csv[0].endswith(",text,qc") and csv[1].endswith(",fail")
+    assert 'id="review"' in client.get("/dashboard/").text
     index.close()
 
 
