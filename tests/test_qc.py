@@ -7,23 +7,32 @@ from __future__ import annotations
 import sqlite3
 
 import numpy as np
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from test_outputs import dciodvfy_errors
 
 from myonode.app.api import create_app
+from myonode.app.demo.synthetic import write_ct_series
 from myonode.app.metrics import Metrics
 from myonode.core.patient import PatientFacts
 from myonode.core.quality import QualityReport, StructureQuality, worst
 from myonode.core.types import LabelMap
-from myonode.core.volume import Geometry, Volume
+from myonode.core.volume import Geometry, Volume, load_series
 from myonode.dicom.anatomy import STRUCTURES
+from myonode.encode import Device, OutputIdentity
+from myonode.encode.seg import build_segmentation, segment_numbers
+from myonode.encode.sr import build_report
+from myonode.infer.engines import create
 from myonode.measure.assessment import assess
-from myonode.measure.results import QC_QUANTITY, result_rows
+from myonode.measure.results import QC_QUANTITY, result_rows, rows_from_sr
 from myonode.qc.checks import coarse, quality_control
+from myonode.route.profiles import builtin_pipelines
 from myonode.store.index import Index
 from myonode.store.records import ResultFilter, ResultRow
 
 from conftest import make_settings
+from support import require_tool
 
 PIXEL_MM, SLICE_MM = 4.0, 5.0
 SHAPE = (24, 64, 64)
@@ -320,3 +329,43 @@ def test_an_engine_l3_slice_without_a_vertebra_is_not_used():
     report = verdicts(volume, label_map)
     assert report.doubtful_landmarks == {}
     assert assess(volume, label_map, "CT", FACTS, quality=report).value("l3_smi") is not None
+
+
+def test_a_failed_structure_is_in_the_seg_and_sr_without_a_number(tmp_path):
+    """SEG keeps the failed segment, described as failed QC; the SR has its verdict and
+    reasons but no measurement; both conform (dciodvfy); the SR reads back to the rows."""
+    require_tool("dciodvfy")
+    drawn, label_map = drawn_ct()
+    volume = load_series(write_ct_series(drawn.array, drawn.geometry, tmp_path / "ct", seed="qc"))
+    mask = label_map.labels == 3
+    broken = with_mask(label_map, "erector_spinae_left", np.roll(mask, -20, axis=2))
+    report = verdicts(volume, broken)
+    assert report.verdict("erector_spinae_left") == "fail"
+    assessment = assess(volume, broken, "CT", FACTS, quality=report)
+    algorithm = create("classical-ct").algorithm
+    identity = OutputIdentity(str(volume.datasets[0].SeriesInstanceUID), "qc", "1", 900)
+    seg = build_segmentation(volume, broken, algorithm, identity, Device(), report)
+    numbers = segment_numbers(broken)
+    sr = build_report(
+        volume.datasets,
+        seg,
+        numbers,
+        assessment,
+        algorithm,
+        identity,
+        Device(),
+        builtin_pipelines()["ct_muscle"].procedure,
+    )
+    descriptions = {s.SegmentLabel: str(s.SegmentDescription) for s in seg.SegmentSequence}
+    assert descriptions["Left erector spinae"].startswith("QC fail: Only 0 %")
+    assert descriptions["Left psoas major"].startswith("QC pass")
+    for name, dataset in (("seg", seg), ("sr", sr)):
+        path = tmp_path / f"{name}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], name
+    rows = rows_from_sr(pydicom.dcmread(tmp_path / "sr.dcm"))
+    assert [(r.structure, r.quantity, r.qc) for r in rows if r.structure] == [
+        (r.structure, r.quantity, r.qc) for r in result_rows(assessment) if r.structure
+    ]
+    failed = [r for r in rows if r.structure == "erector_spinae_left"]
+    assert [(r.quantity, r.value, r.qc) for r in failed] == [(QC_QUANTITY, None, "fail")]
