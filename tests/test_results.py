@@ -91,6 +91,8 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
         want = by_key[key(row)]
         assert row["patient_id"] == want.patient_id and row["study_date"] == want.study_date
         assert row["pipeline"] == want.pipeline == "ct_muscle"
+        assert row["qc"] == want.qc  # the SR carries each structure's QC verdict
+        assert (row["qc"] in ("pass", "review", "fail")) == bool(row["structure"])
         if want.value is None:
             assert row["text"] == want.text
         else:
@@ -129,7 +131,8 @@ def test_results_cli_filters_and_formats(tmp_path, ct_series):
     table = myonode(*env_args, "results", "--quantity", "mass")
     assert table.returncode == 0 and "mass" in table.stdout
     as_json = json.loads(myonode(*env_args, "results", "--format", "json").stdout)
-    assert {"volume", "mass", "bmi", "sarcopenia_ewgsop2"} <= {r["quantity"] for r in as_json}
+    assert {"volume", "mass", "bmi", "sarcopenia_ewgsop2", "qc"} <= {r["quantity"] for r in as_json}
+    assert all(r["qc"] in ("pass", "review", "fail") for r in as_json if r["structure"])
     none = json.loads(
         myonode(*env_args, "results", "--patient", "nobody", "--format", "json").stdout
     )
@@ -140,8 +143,7 @@ def test_results_cli_filters_and_formats(tmp_path, ct_series):
     assert later == []
     csv = myonode(*env_args, "results", "--structure", "muscle_density_tissue", "--format", "csv")
     lines = csv.stdout.strip().splitlines()
-    assert lines[0].startswith("study_uid,patient_id") and all(
-        "muscle_density_tissue" in x for x in lines[1:]
-    )
+    assert lines[0].startswith("study_uid,patient_id") and lines[0].endswith(",text,qc")
+    assert all("muscle_density_tissue" in x for x in lines[1:])
     bad = myonode(*env_args, "results", "--since", "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

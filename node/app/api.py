@@ -124,6 +124,11 @@ def create_app(
             "results": as_dicts(index.query_results(ResultFilter(study_uid=study_uid))),
         }
 
+    @app.get("/api/review")
+    def review() -> list[dict]:
+        """Studies with a structure that did not pass quality control (review or fail)."""
+        return _rows(index.studies_needing_review())
+
     @app.get("/api/jobs")
     def jobs(limit: int = 100) -> list[dict]:
         return _rows(index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (clamp(limit),)))

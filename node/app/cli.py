@@ -75,13 +75,16 @@ STRUCTURE_COLUMNS = (
 
 
 def _summary_tables(index: Index, study_uid: str | None = None) -> list[Table]:
-    """One row per structure (volume, mass, HU/fat fraction, max CSA), then study values."""
+    """One row per structure (QC verdict, volume, mass, HU/fat fraction, max CSA), then study
+    values; a structure that failed QC has its verdict and no number."""
     records = index.query_results(ResultFilter(study_uid=study_uid))
     per_structure: dict[tuple[str, str], dict[str, float | None]] = {}
+    verdicts: dict[tuple[str, str], str] = {}
     study_values = []
     for r in records:
         if r.structure:
             per_structure.setdefault((r.pipeline, r.structure), {})[r.quantity] = r.value
+            verdicts[(r.pipeline, r.structure)] = r.qc or ""
         else:
             study_values.append(r)
     columns = [
@@ -92,11 +95,12 @@ def _summary_tables(index: Index, study_uid: str | None = None) -> list[Table]:
     structures = Table(title="Measured structures")
     structures.add_column("pipeline")
     structures.add_column("structure")
+    structures.add_column("QC")
     for _, label in columns:
         structures.add_column(label, justify="right")
     for (pipeline, structure), values in per_structure.items():
         cells = [f"{values[q]:.1f}" if values.get(q) is not None else "" for q, _ in columns]
-        structures.add_row(pipeline, structure, *cells)
+        structures.add_row(pipeline, structure, verdicts[(pipeline, structure)], *cells)
     study = Table(title="Study-level values")
     for column in ("quantity", "value", "unit"):
         study.add_column(column, justify="right" if column == "value" else "left")
@@ -365,7 +369,7 @@ def _date(text: str) -> dt.date:
 
 def _records_table(records) -> Table:
     table = Table(title="Results")
-    for column in ("patient", "study date", "study", "pipeline", "structure", "quantity"):
+    for column in ("patient", "study date", "study", "pipeline", "structure", "QC", "quantity"):
         table.add_column(column)
     table.add_column("value", justify="right")
     table.add_column("unit")
@@ -377,6 +381,7 @@ def _records_table(records) -> Table:
             r.study_uid,
             r.pipeline,
             r.structure or "(study)",
+            r.qc or "",
             r.quantity,
             escape(value or ""),
             escape(r.unit),

@@ -145,7 +145,7 @@ class JobRequest:
 
 # Columns added after a table was first created: (table, column, type). Applied on open so an
 # index written by an older version keeps working.
-MIGRATIONS = (("jobs", "inputs", "TEXT"),)
+MIGRATIONS = (("jobs", "inputs", "TEXT"), ("results", "qc", "TEXT"))
 
 
 class Index:
@@ -552,8 +552,8 @@ class Index:
             )
             conn.executemany(
                 """INSERT INTO results (job_id, study_uid, series_uid, pipeline, structure,
-                       quantity, value, unit, text, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       quantity, value, unit, text, qc, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     (
                         job_id,
@@ -565,6 +565,7 @@ class Index:
                         row.value,
                         row.unit,
                         row.text,
+                        getattr(row, "qc", None),
                         now,
                     )
                     for row in results
@@ -588,7 +589,8 @@ class Index:
             """SELECT r.study_uid, s.study_date, r.structure, r.value
                FROM results r JOIN studies s ON s.study_uid = r.study_uid
                JOIN studies current ON current.study_uid = ?
-               WHERE r.quantity = 'mass' AND r.study_uid != current.study_uid
+               WHERE r.quantity = 'mass' AND COALESCE(r.qc, 'pass') = 'pass'
+                 AND r.study_uid != current.study_uid
                  AND s.patient_id = current.patient_id AND current.patient_id != ''
                  AND s.study_date < current.study_date""",
             (study_uid,),
@@ -678,6 +680,7 @@ class Index:
                 row["value"],
                 row["unit"],
                 row["text"],
+                row["qc"],
             )
             for row in rows
         ]
@@ -693,3 +696,20 @@ class Index:
         summary["studies"] = {"total": self.query("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
         summary["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
         return summary
+
+    def qc_counts(self) -> dict[str, int]:
+        """Structures by QC verdict over the latest results of every job (for /metrics)."""
+        rows = self.query("SELECT qc, COUNT(*) AS n FROM results WHERE quantity = 'qc' GROUP BY qc")
+        return {row["qc"]: row["n"] for row in rows if row["qc"]}
+
+    def studies_needing_review(self) -> list[sqlite3.Row]:
+        """Studies with a structure whose QC verdict is review or fail, with their counts."""
+        return self.query(
+            """SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
+                      COALESCE(s.study_date, '') AS study_date,
+                      SUM(r.qc = 'review') AS review, SUM(r.qc = 'fail') AS fail,
+                      GROUP_CONCAT(DISTINCT r.pipeline) AS pipelines
+               FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
+               WHERE r.quantity = 'qc' AND r.qc IN ('review', 'fail')
+               GROUP BY r.study_uid ORDER BY MAX(r.created_at) DESC"""
+        )

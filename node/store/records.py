@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class ResultRow:
+    """One published number (or coded conclusion). `qc` is the structure's quality-control
+    verdict (pass / review / fail) on every per-structure row, None on study-level rows."""
+
     structure: str
     quantity: str
     value: float | None
     unit: str
     text: str | None = None
+    qc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ResultRecord:
     value: float | None
     unit: str
     text: str | None = None
+    qc: str | None = None
 
 
 @dataclass(frozen=True)
