@@ -1,6 +1,8 @@
 """The node's web app: the read-only REST API, the dashboard page on top of it, and /metrics.
 
-JSON (results also as CSV). Served by `myonode serve` on `http.bind:http.port`.
+JSON (results also as CSV). Served by `myonode serve` on `http.bind:http.port`, behind the
+Host allow-list and token authentication of `app.auth` (all but /api/health). `limit`
+parameters are clamped to 1..`http.max_rows`; /docs and /openapi.json only with `http.docs`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from myonode import __version__
+from myonode.app.auth import Guard, accepted_digests
 from myonode.app.metrics import Metrics
 from myonode.core.config import Settings
 from myonode.store.files import results_dir_for
@@ -29,8 +32,27 @@ def _rows(rows) -> list[dict]:
     return [dict(row) for row in rows]
 
 
-def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
-    app = FastAPI(title="myonode", version=__version__)
+def create_app(
+    index: Index,
+    settings: Settings,
+    metrics: Metrics,
+    wanted: dict[str, list[str] | None] | None = None,
+) -> FastAPI:
+    """`wanted`: the modalities and SOP classes the node's profiles select (`/api/wanted`)."""
+    docs = settings.http.docs
+    app = FastAPI(
+        title="myonode",
+        version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.add_middleware(
+        Guard, digests=accepted_digests(settings), allowed_hosts=settings.http.allowed_hosts
+    )
+
+    def clamp(limit: int) -> int:
+        return max(1, min(limit, settings.http.max_rows))
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -44,6 +66,11 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
             "counts": index.counts(),
             "viewer": {"url": settings.viewer.public_url, "port": settings.viewer.port},
         }
+
+    @app.get("/api/wanted")
+    def wanted_series() -> dict:
+        """What an archive should forward (the Orthanc plugin leaves out other series)."""
+        return wanted or {"modalities": [], "sop_classes": []}
 
     @app.get("/api/results", response_model=None)
     def results(
@@ -70,7 +97,7 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
             """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid)
                    AS instances
                FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
-            (limit,),
+            (clamp(limit),),
         )
         return [
             {
@@ -97,9 +124,14 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
             "results": as_dicts(index.query_results(ResultFilter(study_uid=study_uid))),
         }
 
+    @app.get("/api/review")
+    def review() -> list[dict]:
+        """Studies with a structure that did not pass quality control (review or fail)."""
+        return _rows(index.studies_needing_review())
+
     @app.get("/api/jobs")
     def jobs(limit: int = 100) -> list[dict]:
-        return _rows(index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)))
+        return _rows(index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (clamp(limit),)))
 
     @app.get("/api/jobs/{job_id}/overlay.png", response_class=FileResponse)
     def overlay(job_id: int) -> FileResponse:
@@ -112,7 +144,7 @@ def create_app(index: Index, settings: Settings, metrics: Metrics) -> FastAPI:
 
     @app.get("/api/outbox")
     def outbox(limit: int = 100) -> list[dict]:
-        return _rows(index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (limit,)))
+        return _rows(index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (clamp(limit),)))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

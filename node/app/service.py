@@ -28,12 +28,19 @@ from myonode.measure.assessment import Prior
 from myonode.pipelines import pipeline_versions
 from myonode.receive.ingest import Ingestor
 from myonode.receive.scp import Receiver
-from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
-from myonode.store.files import remove_stale_partials, results_dir_for
+from myonode.route.profiles import (
+    configured_pipelines,
+    load_profiles,
+    profile_dirs,
+    wanted_series,
+)
+from myonode.store.files import prepare_data_dir, remove_stale_partials, results_dir_for
 from myonode.store.index import Index
+from myonode.store.retention import prune
 from myonode.worker.runner import Runner
 
 log = logging.getLogger(__name__)
+RETENTION_PAUSE_S = 3600.0  # between two passes of storage.retention in a running node
 
 
 def local_priors(index: Index, study_uid: str) -> list[Prior]:
@@ -117,7 +124,7 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.storage.data_dir, settings.index_path)
         self.index = Index(settings.index_path)
         self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         self.runner = Runner(
@@ -130,7 +137,7 @@ class Node:
         self.dispatcher = Dispatcher(settings, self.index)
         self.web = (
             WebServer(
-                create_app(self.index, settings, self.metrics),
+                create_app(self.index, settings, self.metrics, wanted_series(self.profiles)),
                 settings.http.bind,
                 settings.http.port,
             )
@@ -169,6 +176,9 @@ class Node:
             ),
             ("dispatch", self.dispatcher.send_due, self.settings.dispatch.poll_seconds),
         ]
+        retention = self.settings.storage.retention
+        if retention.keep_days is not None or retention.free_mb is not None:
+            loops.append(("retention", self.retain, RETENTION_PAUSE_S))
         loops += [
             (
                 f"worker-{n}",
@@ -183,6 +193,25 @@ class Node:
             )
             thread.start()
             self._threads.append(thread)
+
+    def retain(self) -> bool:
+        """Apply `storage.retention` once (the loop waits an interval after each pass)."""
+        retention = self.settings.storage.retention
+        report = prune(
+            self.index,
+            self.settings.instances_dir,
+            self.settings.results_dir,
+            retention.keep_days,
+            retention.free_mb,
+        )
+        if report.studies:
+            log.info(
+                "retention deleted %d files (%d MiB) of %d studies",
+                report.files,
+                report.bytes // 2**20,
+                len(report.studies),
+            )
+        return False
 
     def _loop(self, name: str, step: Callable[[], object], pause: float) -> None:
         while not self._stop.is_set():

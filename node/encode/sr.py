@@ -3,7 +3,9 @@
 - Observer: the device/algorithm (TID 1004).
 - One TID 1411 volumetric ROI group per segmented structure, referencing its SEG segment and
   the source series: volume, mass, mean/SD attenuation (CT) or fat fraction (Dixon), CSA at
-  L3, and the mass change since a prior study.
+  L3, and the mass change since a prior study; its quality-control verdict (`myonode.qc`) as
+  a coded qualitative evaluation with the reasons as text. A structure that failed QC keeps
+  its group (and SEG segment) with the verdict and reasons but no measurement.
 - Before those, one TID 1410 planar ROI group per structure for its maximum CSA (same
   tracking identifier, its own tracking UID): the area, and the region's outline on that
   source image as a SCOORD polyline, so viewers that draw measurements on images (OHIF)
@@ -30,7 +32,13 @@ from pydicom.sr.coding import Code
 
 from myonode.core.types import Algorithm
 from myonode.dicom import codes as c
-from myonode.encode import Device, OutputIdentity, declare_private_scheme, use_utf8
+from myonode.encode import (
+    OUTPUT_CHARACTER_SET,
+    Device,
+    OutputIdentity,
+    declare_private_scheme,
+    use_utf8,
+)
 from myonode.measure.assessment import Assessment, Change
 from myonode.measure.prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
 from myonode.measure.structures import StructureMeasurements
@@ -48,14 +56,26 @@ def _num(name: Code, value: float, unit: str, **kwargs) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=name, value=value, unit=c.ucum(unit), **kwargs)
 
 
+def _verdict(assessment: Assessment, key: str) -> list[hd.sr.QualitativeEvaluation] | None:
+    """The structure's QC verdict as a coded qualitative evaluation (None without QC)."""
+    if assessment.quality is None:
+        return None
+    return [hd.sr.QualitativeEvaluation(c.QC_VERDICT, c.QC_VALUES[assessment.quality.verdict(key)])]
+
+
 def _maximum_area_group(
     item: StructureMeasurements,
     sources: Sequence[Dataset],
     identity: OutputIdentity,
     algorithm_id: hd.sr.AlgorithmIdentification,
+    frame_numbers: Sequence[int] | None,
+    assessment: Assessment,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    """TID 1410: the largest cross-section, outlined on the image it was measured on."""
-    image = sources[item.max_area.slice_index]
+    """TID 1410: the largest cross-section, outlined on the image (or frame) it was measured
+    on."""
+    index = item.max_area.slice_index
+    image = sources[0] if frame_numbers is not None else sources[index]
+    frames = [frame_numbers[index]] if frame_numbers is not None else None
     structure = item.structure
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -64,13 +84,16 @@ def _maximum_area_group(
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=item.max_area.outline.astype("float32"),
-            source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID),
+            source_image=hd.sr.SourceImageForRegion(
+                image.SOPClassUID, image.SOPInstanceUID, referenced_frame_numbers=frames
+            ),
         ),
         finding_type=structure.property_type,
         finding_category=structure.category,
         finding_sites=[hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)],
         algorithm_id=algorithm_id,
         measurements=[_num(c.AREA, item.max_area.area_cm2, "cm2", derivation=c.MAXIMUM)],
+        qualitative_evaluations=_verdict(assessment, structure.key),
     )
 
 
@@ -151,6 +174,20 @@ def _statements(assessment: Assessment, algorithm: Algorithm, reasons: Sequence[
     missing = [s.structure.name for s in assessment.structures if s.voxel_count == 0]
     if missing:
         statements.append("Not found in the image: " + ", ".join(missing) + ".")
+    if assessment.quality is not None:
+        found = [s for s in assessment.structures if s.voxel_count]
+        verdicts = [assessment.quality.verdict(s.structure.key) for s in found]
+        statements.append(
+            "Quality control: "
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in ("pass", "review", "fail"))
+            + " (failed structures are not measured; values under review are not used for "
+            "indices, reference comparisons or sarcopenia criteria)."
+        )
+        statements += [
+            f"{s.structure.name}: {assessment.quality.describe(s.structure.key)}"
+            for s, verdict in zip(found, verdicts, strict=True)
+            if verdict != "pass"
+        ]
     for comparison in assessment.comparisons:
         statements.append(
             f"Reference for {comparison.quantity}: {comparison.reference.describe()} "
@@ -194,11 +231,13 @@ def build_report(
     procedure: Code,
     reasons: Sequence[str] = (),
     slices_are_sources: bool = True,
+    frame_numbers: Sequence[int] | None = None,
 ) -> Dataset:
     """The SR for one job. `segment_numbers` maps each encoded label to its SEG segment;
     without a SEG (nothing found) the report holds only indices, assessment and notes.
     `slices_are_sources` says whether measured slice k is `source_datasets[k]` (else no
-    measurement references a single source image)."""
+    measurement references a single source image); `frame_numbers[k]` is the frame of the one
+    Enhanced source image that slice k is (None: single-frame sources)."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
@@ -215,39 +254,56 @@ def build_report(
     changes = {change.structure: change for change in assessment.changes}
     # Planar groups first: OHIF's SR viewport opens on the first measurement with an image.
     groups: list = [
-        _maximum_area_group(item, source_datasets, identity, algorithm_id)
+        _maximum_area_group(
+            item, source_datasets, identity, algorithm_id, frame_numbers, assessment
+        )
         for item in assessment.structures
         if slices_are_sources
         and segmentation is not None
         and item.label in segment_numbers
         and item.max_area
+        and assessment.published(item)
     ]
     for item in assessment.structures:
         if segmentation is None or item.label not in segment_numbers:
             continue
         structure = item.structure
-        groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=identity.uid("tracking", structure.key), identifier=structure.key
-                ),
-                referenced_segment=hd.sr.ReferencedSegment(
-                    sop_class_uid=segmentation.SOPClassUID,
-                    sop_instance_uid=segmentation.SOPInstanceUID,
-                    segment_number=segment_numbers[item.label],
-                    source_series=source_series,
-                ),
-                finding_type=structure.property_type,
-                finding_category=structure.category,
-                finding_sites=[
-                    hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)
-                ],
-                algorithm_id=algorithm_id,
-                measurements=_structure_measurements(
-                    item, changes.get(structure.key), with_max_area=not slices_are_sources
-                ),
+        measurements = (
+            _structure_measurements(
+                item, changes.get(structure.key), with_max_area=not slices_are_sources
             )
+            if assessment.published(item)
+            else []
         )
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=identity.uid("tracking", structure.key), identifier=structure.key
+            ),
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=segmentation.SOPClassUID,
+                sop_instance_uid=segmentation.SOPInstanceUID,
+                segment_number=segment_numbers[item.label],
+                source_series=source_series,
+            ),
+            finding_type=structure.property_type,
+            finding_category=structure.category,
+            finding_sites=[
+                hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)
+            ],
+            algorithm_id=algorithm_id,
+            measurements=measurements or None,
+            qualitative_evaluations=_verdict(assessment, structure.key),
+        )
+        if assessment.quality is not None:
+            text = assessment.quality.describe(structure.key)
+            group[0].ContentSequence.append(
+                hd.sr.TextContentItem(
+                    name=c.QC_REASONS,
+                    value=text[:1024],
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+        groups.append(group)
     derived = [
         _derived_measurement(d.key, d.value, d.unit)
         for d in assessment.derived
@@ -322,6 +378,7 @@ def build_report(
         instance_number=1,
         manufacturer=device.manufacturer,
         is_complete=True,
+        specific_character_set=OUTPUT_CHARACTER_SET,
         series_description=f"myonode {identity.pipeline} SR ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(sr)

@@ -49,11 +49,16 @@ from pydicom.uid import UID
 
 from myonode.core.config import Settings
 from myonode.dicom import sop
-from myonode.dicom.headers import ROUTING_TAGS, header_values, json_value
+from myonode.dicom.headers import json_value, routing_tags
 from myonode.receive.commit import GroupCommit
 from myonode.receive.limits import Limits, Malformed, TooLarge, check_structure
 from myonode.receive.transport import SpoolFile
-from myonode.store.files import OutOfSpace, ensure_free_space, safe_component
+from myonode.store.files import (
+    OutOfSpace,
+    ensure_free_space,
+    make_private_dirs,
+    safe_component,
+)
 from myonode.store.index import Index, InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -252,7 +257,7 @@ class Ingestor:
                     ds, transfer_syntax, in_place, len(encoded), digest, calling_aet
                 )
             self._ensure_space(len(encoded))
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.root)
             fd, partial = tempfile.mkstemp(dir=self.root, prefix=".incoming-", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as handle:
@@ -419,7 +424,7 @@ class Ingestor:
             / f"{safe_component(str(ds.SOPInstanceUID))}.dcm"
         )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             os.replace(partial, path)
         except OSError as exc:
             partial.unlink(missing_ok=True)
@@ -447,7 +452,7 @@ class Ingestor:
             size=size,
             sha256=digest,
             calling_aet=calling_aet,
-            tags=header_values(ds, ROUTING_TAGS),
+            tags=routing_tags(ds),
         )
         series = {
             "modality": json_value(ds.get("Modality")),

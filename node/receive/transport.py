@@ -29,6 +29,8 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 
+from myonode.store.files import make_private_dirs
+
 log = logging.getLogger(__name__)
 
 # PDU types (PS3.8 9.3): the A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF, A-RELEASE and A-ABORT.
@@ -115,7 +117,7 @@ class SpoolFile:
         self._hash = hashlib.sha256()
         self.file = self  # pynetdicom calls `.file.flush()` after each fragment
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(directory)  # patient data: the node's alone (0700)
             self._fd, self.name = tempfile.mkstemp(
                 dir=directory, prefix=".incoming-", suffix=".part"
             )

@@ -16,15 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from myonode.pipelines import VersionOf
 from myonode.route.profiles import Profile, ProfileError, load_profiles
-from myonode.route.select import (
-    AlreadyDone,
-    Sampler,
-    StudyRouting,
-    VersionOf,
-    default_sampler,
-    route_study,
-)
+from myonode.route.select import AlreadyDone, Sampler, StudyRouting, default_sampler, route_study
 from myonode.route.series import describe_study
 from myonode.store.index import Index
 
@@ -80,7 +74,7 @@ def folder_studies(folder: Path) -> dict[str, list[dict[str, Any]]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from myonode.dicom.headers import ROUTING_TAGS, header_values
+    from myonode.dicom.headers import routing_tags
 
     studies: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
@@ -98,7 +92,7 @@ def folder_studies(folder: Path) -> dict[str, list[dict[str, Any]]]:
             "series_uid": str(ds.get("SeriesInstanceUID", "") or "").strip(),
             "study_uid": study_uid,
             "sop_class_uid": str(ds.get("SOPClassUID", "") or "").strip(),
-            "tags": header_values(ds, ROUTING_TAGS),
+            "tags": routing_tags(ds),
             "path": str(path),
             "sha256": "",
         }

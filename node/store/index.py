@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 """
 # 'withheld': not delivered on purpose (the source study was deleted from the archive).
+# 'failed': the destination refused it for good (e.g. STOW-RS 4xx); not retried.
 OUTBOX = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -89,7 +90,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
     path TEXT NOT NULL,
     destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
@@ -98,7 +99,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 # A study's status once nothing more happens without new images: the archive stops asking.
-FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
+FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class JobRequest:
 
 # Columns added after a table was first created: (table, column, type). Applied on open so an
 # index written by an older version keeps working.
-MIGRATIONS = (("jobs", "inputs", "TEXT"),)
+MIGRATIONS = (("jobs", "inputs", "TEXT"), ("results", "qc", "TEXT"))
 
 
 class Index:
@@ -175,7 +176,7 @@ class Index:
         row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
         if row is None:
             conn.executescript(OUTBOX)
-        elif "'withheld'" not in row["sql"]:
+        elif "'failed'" not in row["sql"]:
             conn.executescript(
                 "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
                 + OUTBOX
@@ -315,6 +316,21 @@ class Index:
     def study(self, study_uid: str) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
         return rows[0] if rows else None
+
+    def settled_studies(self) -> list[sqlite3.Row]:
+        """Studies routed since their last instance (nothing left to route), oldest first:
+        the candidates of retention, which still checks each one's status."""
+        return self.query(
+            """SELECT * FROM studies WHERE processed_seq = change_seq
+               ORDER BY last_received_at, study_uid"""
+        )
+
+    def forget_instances(self, study_uid: str) -> int:
+        """Drop a study's instance rows (retention deleted their files); studies, decisions,
+        jobs, results and outbox stay. Returns how many were dropped."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE series SET instance_count = 0 WHERE study_uid = ?", (study_uid,))
+            return conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
 
     def study_instances(self, study_uid: str) -> list[sqlite3.Row]:
         return self.query(
@@ -485,6 +501,8 @@ class Index:
         if any(row["state"] == "pending" for row in outbox):
             retrying = any(row["state"] == "pending" and row["last_error"] for row in outbox)
             return "delivery retrying" if retrying else "delivering"
+        if any(row["state"] == "failed" for row in outbox):
+            return "delivery failed"
         if any(row["state"] == "withheld" for row in outbox):
             return "withheld"
         return "done"
@@ -533,6 +551,7 @@ class Index:
                            ON CONFLICT (sop_uid, destination) DO UPDATE SET
                                job_id = excluded.job_id, path = excluded.path,
                                state = 'pending', attempts = 0, last_error = NULL,
+                               created_at = excluded.created_at,
                                next_attempt_at = excluded.next_attempt_at, sent_at = NULL""",
                         (
                             job_id,
@@ -551,8 +570,8 @@ class Index:
             )
             conn.executemany(
                 """INSERT INTO results (job_id, study_uid, series_uid, pipeline, structure,
-                       quantity, value, unit, text, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       quantity, value, unit, text, qc, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     (
                         job_id,
@@ -564,6 +583,7 @@ class Index:
                         row.value,
                         row.unit,
                         row.text,
+                        getattr(row, "qc", None),
                         now,
                     )
                     for row in results
@@ -587,7 +607,8 @@ class Index:
             """SELECT r.study_uid, s.study_date, r.structure, r.value
                FROM results r JOIN studies s ON s.study_uid = r.study_uid
                JOIN studies current ON current.study_uid = ?
-               WHERE r.quantity = 'mass' AND r.study_uid != current.study_uid
+               WHERE r.quantity = 'mass' AND COALESCE(r.qc, 'pass') = 'pass'
+                 AND r.study_uid != current.study_uid
                  AND s.patient_id = current.patient_id AND current.patient_id != ''
                  AND s.study_date < current.study_date""",
             (study_uid,),
@@ -620,6 +641,16 @@ class Index:
                 """UPDATE outbox SET attempts = attempts + 1, last_error = ?,
                        next_attempt_at = ? WHERE id = ?""",
                 (error, next_attempt_at, outbox_id),
+            )
+
+    def mark_failed(self, outbox_id: int, answer: str) -> None:
+        """Stop retrying a delivery: the destination refused it for good, or it stayed
+        unknown or unreachable past the deadline; keep the answer or reason."""
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
+                   WHERE id = ?""",
+                (answer, outbox_id),
             )
 
     def mark_withheld(self, outbox_id: int, reason: str) -> None:
@@ -667,6 +698,7 @@ class Index:
                 row["value"],
                 row["unit"],
                 row["text"],
+                row["qc"],
             )
             for row in rows
         ]
@@ -682,3 +714,20 @@ class Index:
         summary["studies"] = {"total": self.query("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
         summary["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
         return summary
+
+    def qc_counts(self) -> dict[str, int]:
+        """Structures by QC verdict over the latest results of every job (for /metrics)."""
+        rows = self.query("SELECT qc, COUNT(*) AS n FROM results WHERE quantity = 'qc' GROUP BY qc")
+        return {row["qc"]: row["n"] for row in rows if row["qc"]}
+
+    def studies_needing_review(self) -> list[sqlite3.Row]:
+        """Studies with a structure whose QC verdict is review or fail, with their counts."""
+        return self.query(
+            """SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
+                      COALESCE(s.study_date, '') AS study_date,
+                      SUM(r.qc = 'review') AS review, SUM(r.qc = 'fail') AS fail,
+                      GROUP_CONCAT(DISTINCT r.pipeline) AS pipelines
+               FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
+               WHERE r.quantity = 'qc' AND r.qc IN ('review', 'fail')
+               GROUP BY r.study_uid ORDER BY MAX(r.created_at) DESC"""
+        )
