@@ -29,7 +29,13 @@ from ..volume import Volume
 from . import CLASSICAL_NOTE, Algorithm, LabelMap, register
 from .body_wall import wall_band
 from .landmarks_ct import Spine
-from .landmarks_mr import MUSCLE_BELOW, body_mask_mr, fat_likeness, find_spine_mr
+from .landmarks_mr import (
+    MUSCLE_BELOW,
+    body_mask_mr,
+    fat_likeness,
+    find_spine_mr,
+    subcutaneous_contrast,
+)
 from .morphology import disk, smooth_in_plane
 from .orientation import OrientationError, canonical
 from .thigh_mr import thigh_compartments
@@ -37,6 +43,7 @@ from .trunk_muscles import SIDES, SliceFrame, posterior_groups
 
 VERSION = "0.1.0"
 DEEP_MUSCLE_BELOW = 0.25
+FAT_BRIGHT_MIN = 0.9  # subcutaneous over deep signal (`subcutaneous_contrast`)
 SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
 ARCH_DEPTH_MM = 12.0
 ARCH_HALF_WIDTH = 1.2  # times the vertebral body radius
@@ -77,8 +84,18 @@ class ClassicalMrEngine:
                 "Dixon water image without its fat image: fat is dark here, and the engine "
                 "needs the water and fat pair or a fat-bright series; nothing measured.",
             )
-        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         body = body_mask_mr(signal if fat is None else signal + view.view(fat))
+        if fat is None:
+            contrast = subcutaneous_contrast(signal, body, view.spacing)
+            if contrast < FAT_BRIGHT_MIN:
+                return _empty(
+                    volume,
+                    f"Subcutaneous fat is not bright in this series (it is {contrast:.2f} "
+                    "times the signal inside the body): fat-suppressed or a water image. "
+                    "The engine needs a fat-bright series or a Dixon water and fat pair; "
+                    "nothing measured.",
+                )
+        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
