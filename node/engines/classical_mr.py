@@ -4,8 +4,24 @@ Works on Dixon pairs (water image plus `volume.channels["fat"]`) and on plain fa
 axial series (T1, T2 fast spin echo). A lumbar station (the two psoas beside a vertebral
 body) gives the paraspinal muscles split into multifidus and erector spinae, the psoas
 major and the quadratus lumborum; a thigh station (two legs, each with a femur) gives the
-anterior, medial and posterior compartments. Anything else is left unsegmented with a
-note. Fat fraction is not computed here: the measurement layer takes it from the channels.
+anterior, medial and posterior compartments. Anything else, and any series whose
+subcutaneous fat is not bright (fat-suppressed, a water image alone), is left unsegmented
+with a note. Fat fraction is not computed here: the measurement layer takes it from the
+channels.
+
+Landmarks (`LabelMap.landmarks`, source array indices, for quality control) on a lumbar
+station stored as axial slices (array axis 0 the slice axis; otherwise omitted, with a
+note):
+
+- ``column_bottom_slice``, ``column_top_slice``: the slices where the vertebral column
+  was placed (inclusive); ``psoas_top_slice``: the highest slice where it was placed from
+  the two psoas muscles (above it, up to 24 mm, it is carried on beneath the back
+  muscles, `landmarks_mr.find_spine_mr`) and where psoas and quadratus were sought;
+- per column slice s: ``vertebral_body_{s}_row`` and ``vertebral_body_{s}_column`` (the
+  centre of the vertebral body, source array indices along axes 1 and 2, as the midpoint
+  between the psoas muscles) and ``vertebral_body_{s}_radius_mm`` (half the gap between
+  their medial edges). Every paraspinal label lies behind that centre by at least the
+  radius plus 5 mm; psoas and quadratus lie beside or behind the body.
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ from .landmarks_mr import (
     subcutaneous_contrast,
 )
 from .morphology import disk, smooth_in_plane
-from .orientation import OrientationError, canonical
+from .orientation import Canonical, OrientationError, canonical
 from .thigh_mr import thigh_compartments
 from .trunk_muscles import SIDES, SliceFrame, posterior_groups
 
@@ -130,7 +146,52 @@ class ClassicalMrEngine:
         missing = [s.name for _key, s in groups if s not in structures.values()]
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
-        return LabelMap(labels=view.restore(labels), structures=structures, notes=notes)
+        landmarks = (
+            column_landmarks(spine, psoas_slices, view, labels.shape, notes)
+            if groups is _LUMBAR
+            else {}
+        )
+        return LabelMap(
+            labels=view.restore(labels), structures=structures, notes=notes, landmarks=landmarks
+        )
+
+
+def column_landmarks(
+    spine: Spine,
+    psoas_slices: np.ndarray,
+    view: Canonical,
+    shape: tuple[int, ...],
+    notes: list[str],
+) -> dict[str, int | float]:
+    """The column's extent and per-slice vertebral body centre in source array indices
+    (module docstring), from canonical arrays of `shape`; omitted with a note when the
+    slices are not array axis 0."""
+    if view.order[0] != 0:
+        notes.append("Column landmarks omitted: the series is not stored as axial slices.")
+        return {}
+    found: dict[str, int | float] = {}
+    ks = np.nonzero(spine.present)[0]
+    if not len(ks):
+        return found
+
+    def source(k: int, j: float, i: float) -> tuple[int, float, float]:
+        point = [float(k), j, i]
+        out = [0.0, 0.0, 0.0]
+        for axis, (src, flip) in enumerate(zip(view.order, view.flips, strict=True)):
+            out[src] = shape[axis] - 1 - point[axis] if flip else point[axis]
+        return round(out[0]), out[1], out[2]
+
+    slices = sorted(source(int(k), 0.0, 0.0)[0] for k in ks)
+    found["column_bottom_slice"], found["column_top_slice"] = slices[0], slices[-1]
+    psoas_ks = np.nonzero(psoas_slices)[0]
+    if len(psoas_ks):
+        found["psoas_top_slice"] = source(int(psoas_ks.max()), 0.0, 0.0)[0]
+    for k in ks:
+        s, row, column = source(int(k), *spine.center[k])
+        found[f"vertebral_body_{s}_row"] = round(row, 1)
+        found[f"vertebral_body_{s}_column"] = round(column, 1)
+        found[f"vertebral_body_{s}_radius_mm"] = round(float(spine.radius_mm[k]), 1)
+    return found
 
 
 def _water_image(volume: Volume) -> bool:
