@@ -63,6 +63,8 @@ FAT_BRIGHT_MIN = 0.9  # subcutaneous over deep signal (`subcutaneous_contrast`)
 SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
 ARCH_DEPTH_MM = 12.0
 ARCH_HALF_WIDTH = 1.2  # times the vertebral body radius
+PROCESS_ROOT_MM = 15.0  # lateral of the vertebral body's side
+FRONT_SLOPE = 0.3  # mm backwards per mm lateral beyond the process roots
 SEPTUM_QUANTILE = 90.0
 SEPTUM_REACH_MM = 9.0
 SEPTUM_BAND_MM = 3.0
@@ -263,14 +265,18 @@ def lumbar_groups(
         # width is kept free by anatomy. So is the vertebral arch in front of the laminae:
         # the pedicles run `ARCH_DEPTH_MM` back from the body and the spinal canal between
         # them is about as wide as the body; CSF, ligamentum flavum and cortex may all be
-        # as dark as muscle.
+        # as dark as muscle. Beyond the roots of the transverse processes the front of the
+        # erector follows the processes and the middle layer of the thoracolumbar fascia,
+        # which run laterally and backwards (`FRONT_SLOPE`); without a fat plane there the
+        # quadratus lumborum and intertransversarii are as dark as the erector.
         for k in np.nonzero(spine.present)[0]:
             frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
             lateral = frame.toward(side)
-            arch = (lateral <= ARCH_HALF_WIDTH * frame.radius) & (
-                frame.forward > -frame.radius - ARCH_DEPTH_MM
-            )
-            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch
+            r = frame.radius
+            arch = (lateral <= ARCH_HALF_WIDTH * r) & (frame.forward > -r - ARCH_DEPTH_MM)
+            beyond = np.clip(lateral - r - PROCESS_ROOT_MM, 0.0, None)
+            front = frame.forward <= -r - 5.0 - FRONT_SLOPE * beyond
+            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch & front
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
             paraspinal, smooth, spine, spacing, side
         )
