@@ -254,6 +254,7 @@ def lumbar_groups(
     )
     del masks["other"]  # bulges beside the paraspinals: not reported on MR
     beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
+    paraspinals: dict[str, np.ndarray] = {}
     for side in SIDES:
         # The hull must not take the quadratus or psoas lying against the compartment.
         outside = ~masks[f"quadratus_lumborum_{side}"] & ~masks[f"psoas_{side}"]
@@ -277,9 +278,11 @@ def lumbar_groups(
             beyond = np.clip(lateral - r - PROCESS_ROOT_MM, 0.0, None)
             front = frame.forward <= -r - 5.0 - FRONT_SLOPE * beyond
             paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch & front
-        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
-            paraspinal, smooth, spine, spacing, side
-        )
+        paraspinals[side] = paraspinal
+    for side, (multifidus, erector) in split_paraspinal(
+        paraspinals, smooth, spine, spacing
+    ).items():
+        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = multifidus, erector
     return masks
 
 
@@ -311,52 +314,57 @@ def vertebral_bodies(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) 
 
 
 def split_paraspinal(
-    paraspinal: np.ndarray, smooth: np.ndarray, spine: Spine, spacing: np.ndarray, side: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multifidus (medial, against the spinous process and lamina) and erector spinae
-    (lateral), divided along the fatty septum between them by a watershed on fat-likeness.
+    paraspinals: dict[str, np.ndarray], smooth: np.ndarray, spine: Spine, spacing: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per side, multifidus (medial, against the spinous process and lamina) and erector
+    spinae (lateral), divided along the fatty septum between them by a watershed on
+    fat-likeness.
 
     On one slice the septum can be faint, and a fat streak inside either muscle then
     stops the flooding instead: the border jumps by 10-20 mm between neighbouring slices.
-    The multifidus narrows steadily from the sacrum upwards, so a first watershed from
-    broad markers gives each slice's border (`SEPTUM_QUANTILE` of the multifidus' lateral
-    reach), the median over the slices within `SEPTUM_REACH_MM` replaces it, and a second
-    watershed seeks the septum within `SEPTUM_BAND_MM` of that border."""
-    multifidus = np.zeros_like(paraspinal)
-    erector = np.zeros_like(paraspinal)
+    The multifidus narrows steadily from the sacrum upwards and the two are mirror images,
+    so a first watershed from broad markers gives each slice's and side's border
+    (`SEPTUM_QUANTILE` of the multifidus' lateral reach), the median over both sides and
+    the slices within `SEPTUM_REACH_MM` replaces it, and a second watershed seeks the
+    septum within `SEPTUM_BAND_MM` of that border."""
     spacing_ji = (float(spacing[1]), float(spacing[2]))
-    ks = np.nonzero(paraspinal.any(axis=(1, 2)))[0]
-    border = np.full(len(paraspinal), np.nan)
-    slices = {}
-    for k in ks:
-        lateral = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing).toward(side)
-        mask = paraspinal[k]
-        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
-        slices[k] = (lateral, mask, landscape)
-        extent = float(lateral[mask].max())
-        basins = _watershed_between(
-            mask, landscape, lateral, min(15.0, 0.3 * extent), 0.65 * extent
-        )
-        if basins is not None and (basins == 1).any():
-            border[k] = np.percentile(lateral[basins == 1], SEPTUM_QUANTILE)
-    known = np.nonzero(~np.isnan(border))[0]
+    borders = []
+    slices: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for side, paraspinal in paraspinals.items():
+        border = np.full(len(paraspinal), np.nan)
+        for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+            lateral = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing).toward(side)
+            mask = paraspinal[k]
+            landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
+            slices[(side, int(k))] = (lateral, mask, landscape)
+            extent = float(lateral[mask].max())
+            basins = _watershed_between(
+                mask, landscape, lateral, min(15.0, 0.3 * extent), 0.65 * extent
+            )
+            if basins is not None and (basins == 1).any():
+                border[k] = np.percentile(lateral[basins == 1], SEPTUM_QUANTILE)
+        borders.append(border)
     reach = round(SEPTUM_REACH_MM / float(spacing[0]))
-    for k in ks:
-        lateral, mask, landscape = slices[k]
-        near = known[np.abs(known - k) <= reach]
-        if not len(near):
-            erector[k] = mask
-            continue
-        typical = float(np.median(border[near]))
-        basins = _watershed_between(
-            mask, landscape, lateral, typical - SEPTUM_BAND_MM, typical + SEPTUM_BAND_MM
-        )
+    out = {
+        side: (np.zeros_like(paraspinal), np.zeros_like(paraspinal))
+        for side, paraspinal in paraspinals.items()
+    }
+    for (side, k), (lateral, mask, landscape) in slices.items():
+        multifidus, erector = out[side]
+        near = np.concatenate([b[max(0, k - reach) : k + reach + 1] for b in borders])
+        near = near[~np.isnan(near)]
+        basins = None
+        if len(near):
+            typical = float(np.median(near))
+            basins = _watershed_between(
+                mask, landscape, lateral, typical - SEPTUM_BAND_MM, typical + SEPTUM_BAND_MM
+            )
         if basins is None:
             erector[k] = mask
             continue
         multifidus[k] = basins == 1
         erector[k] = basins == 2
-    return multifidus, erector
+    return out
 
 
 def _watershed_between(
