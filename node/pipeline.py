@@ -54,6 +54,7 @@ class Pipeline:
     series_number_base: int
     task: Literal["segmentation", "regression"] = "segmentation"
     needs: str = ""
+    modality: str | None = None  # the images it measures; an engine for another is refused
 
     def output_identity(self, source: Dataset, engine: Engine) -> OutputIdentity:
         """What this pipeline's outputs for `source`'s series are numbered and named by."""
@@ -72,6 +73,7 @@ PIPELINES: dict[str, Pipeline] = {
         engine="classical-ct",
         procedure=codes.cid100.CTUnspecifiedBodyRegion,
         series_number_base=9100,
+        modality="CT",
     ),
     "mr_muscle": Pipeline(
         name="mr_muscle",
@@ -79,6 +81,7 @@ PIPELINES: dict[str, Pipeline] = {
         engine="classical-mr",
         procedure=codes.cid100.MRIUnspecifiedBodyRegion,
         series_number_base=9200,
+        modality="MR",
     ),
     "cxr_sarcopenia": Pipeline(
         name="cxr_sarcopenia",
@@ -141,7 +144,8 @@ class Runner:
 
     def engine(self, pipeline: str) -> Engine:
         """The pipeline's resident engine; `PipelineUnavailable` if it has none or the
-        configured one does the wrong task (a segmentation model for a regression pipeline)."""
+        configured one does the wrong task (a segmentation model for a regression pipeline)
+        or was trained on another modality (an engine's optional `modality`)."""
         definition = self.pipelines[pipeline]
         spec = definition.engine
         if spec is None:
@@ -155,6 +159,12 @@ class Runner:
         if task != definition.task:
             raise PipelineUnavailable(
                 f"engine {spec!r} is a {task} engine; it needs a {definition.task} engine"
+            )
+        modality = getattr(engine, "modality", None)
+        if modality and definition.modality and modality != definition.modality:
+            raise PipelineUnavailable(
+                f"engine {spec!r} segments {modality} images; pipeline {pipeline} measures "
+                f"{definition.modality}"
             )
         return engine
 

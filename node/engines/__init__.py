@@ -175,6 +175,7 @@ def _load_builtin_engines() -> None:
         bundle,
         classical_ct,
         classical_mr,
+        nnunet,
         threshold,
         totalsegmentator,
     )
