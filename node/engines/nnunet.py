@@ -198,6 +198,7 @@ def describe_folder(path: Path, hash_checkpoints: bool = True) -> FolderDescript
     for key in ("patch_size", "spacing", "architecture", "normalization_schemes"):
         if key not in config:
             raise EngineError(f"{folder}/plans.json configuration {configuration} lacks {key!r}")
+    _check_architecture(folder, config["architecture"])
     dataset = _read_json(folder / "dataset.json")
     classes = read_classes(folder)
     channel_names = dataset.get("channel_names") or dataset.get("modality") or {}
@@ -248,6 +249,22 @@ def describe_folder(path: Path, hash_checkpoints: bool = True) -> FolderDescript
         intended_use=intended_use,
         file_digests=digests,
     )
+
+
+def _check_architecture(folder: Path, architecture: dict) -> None:
+    """plans.json names classes that nnU-Net imports and instantiates: only its network
+    library's architectures and torch.nn building blocks are allowed."""
+    network = str(architecture.get("network_class_name", ""))
+    if not network.startswith("dynamic_network_architectures.architectures."):
+        raise EngineError(
+            f"{folder}/plans.json names network {network!r}; only "
+            "dynamic_network_architectures networks are loaded"
+        )
+    kwargs = architecture.get("arch_kwargs") or {}
+    for key in architecture.get("_kw_requires_import") or []:
+        value = kwargs.get(key)
+        if value is not None and not str(value).startswith("torch.nn."):
+            raise EngineError(f"{folder}/plans.json: {key} {value!r} is not a torch.nn class")
 
 
 def _modality(channels: Sequence[str], schemes: Sequence[str]) -> str | None:
