@@ -320,7 +320,7 @@ def test_models_command_lists_installed_folders_and_checksums(totalseg_home, fol
 
 
 def test_options_parse_and_refuse_unknown_keys():
-    options = Options.parse("step=0.8&mirroring=off&device=cpu&folds=0+1")
+    options = Options.parse("step=0.8&mirroring=off&device=cpu&folds=0,1")
     assert options == Options(tile_step=0.8, mirroring=False, device="cpu", folds=("0", "1"))
     for bad in ("step=0", "mirroring=maybe", "device=tpu", "speed=fast"):
         with pytest.raises(EngineError):

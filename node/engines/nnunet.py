@@ -5,7 +5,7 @@ and ``fold_*/checkpoint_final.pth`` (the model folder ``Trainer__Plans__configur
 the ``DatasetNNN_Name`` folder above it when it holds exactly one). FOLDER may also be a
 dataset name or number under ``$nnUNet_results``. OPTIONS: ``step=0.5`` (tile step size, as
 a fraction of the patch), ``mirroring=on|off`` (test-time mirroring where the checkpoint
-allows it), ``device=cpu|cuda``, ``folds=0+1`` (default: every fold found, as an ensemble).
+allows it), ``device=cpu|cuda``, ``folds=0,1`` (default: every fold found, as an ensemble).
 
 `describe_folder` checks a folder and names what it can segment without torch or nnU-Net,
 so routing and ``myonode models`` can call it. The engine reads each checkpoint once,
@@ -322,7 +322,7 @@ class Options:
                     raise EngineError(f"device must be cpu or cuda, not {value!r}")
                 values["device"] = value
             elif key == "folds":
-                values["folds"] = tuple(value.split("+"))
+                values["folds"] = tuple(value.split(","))
             else:
                 raise EngineError(f"unknown nnunet option {key!r} (step, mirroring, device, folds)")
         return cls(**values)
