@@ -2,9 +2,11 @@
 
 No TotalSegmentator weights can be downloaded in CI, so the `nnunet` engine is tested on a
 folder nnU-Net itself made: the phantom cases are written as an nnU-Net raw dataset, nnU-Net
-fingerprints, plans and preprocesses them, and its own `nnUNetTrainerNoDA` (no augmentation
-and, like TotalSegmentator's trainers, no mirroring) trains a few hundred iterations on CPU. The
-result is the layout nnU-Net and TotalSegmentator ship: ``DatasetNNN_Name/nnUNetTrainer…__
+fingerprints, plans and preprocesses them, and its trainer (nnU-Net's `nnUNetTrainerNoDA`: no
+augmentation and, like TotalSegmentator's trainers, no mirroring; with Adam at a constant
+3e-3: in a trial it reached Dice 0.95 on validation patches after 100 iterations, where
+nnU-Net's SGD schedule still segmented nothing after 120) trains 150 iterations on the CPU.
+The result is the layout nnU-Net and TotalSegmentator ship: ``DatasetNNN_Name/nnUNetTrainer…__
 nnUNetPlans__3d_fullres/{plans.json, dataset.json, fold_0/checkpoint_final.pth}``. Classes are
 named as TotalSegmentator names them, so the node maps them with the same table.
 
@@ -30,7 +32,7 @@ from .phantoms import _ellipse
 
 DATASET_ID = 501
 DATASET_NAME = f"Dataset{DATASET_ID}_MyoPhantom"
-TRAINER = "nnUNetTrainerNoDA"
+TRAINER = "nnUNetTrainerPhantom"
 CONFIGURATION = "3d_fullres"
 # nnU-Net label value -> TotalSegmentator class name (the phantom's psoas and erector spinae).
 CLASS_NAMES = {
@@ -141,9 +143,6 @@ def train(work: Path, cases: int, epochs: int, iterations: int, seed: int = 0) -
         plan_experiments,
         preprocess,
     )
-    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
-        nnUNetTrainerNoDA,
-    )
 
     torch.manual_seed(seed)
     write_raw_dataset(work / "raw", cases, seed)
@@ -157,7 +156,7 @@ def train(work: Path, cases: int, epochs: int, iterations: int, seed: int = 0) -
     dataset = json.loads((preprocessed / "dataset.json").read_text())
     plans["continue_training"] = False  # what nnU-Net's own entry point passes in
     os.environ["nnUNet_n_proc_DA"] = "0"  # batches in this process (planning needs >= 1)
-    trainer = nnUNetTrainerNoDA(plans, CONFIGURATION, 0, dataset, torch.device("cpu"))
+    trainer = _trainer_class()(plans, CONFIGURATION, 0, dataset, torch.device("cpu"))
     trainer.num_epochs = epochs
     trainer.num_iterations_per_epoch = iterations
     trainer.num_val_iterations_per_epoch = 2
@@ -165,8 +164,23 @@ def train(work: Path, cases: int, epochs: int, iterations: int, seed: int = 0) -
     return Path(trainer.output_folder).parent
 
 
+def _trainer_class() -> type:
+    """nnU-Net's no-augmentation trainer with Adam at a constant learning rate."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
+        nnUNetTrainerNoDA,
+    )
+
+    class nnUNetTrainerPhantom(nnUNetTrainerNoDA):
+        def configure_optimizers(self):
+            optimizer = torch.optim.Adam(self.network.parameters(), lr=3e-3)
+            return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+    return nnUNetTrainerPhantom
+
+
 def train_in_subprocess(
-    work: Path, cases: int = 8, epochs: int = 4, iterations: int = 60, seed: int = 0
+    work: Path, cases: int = 8, epochs: int = 3, iterations: int = 50, seed: int = 0
 ) -> Path:
     """`train` in a fresh interpreter with nnU-Net's folders pointed into `work`."""
     env = {
@@ -190,8 +204,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("work", type=Path)
     parser.add_argument("--cases", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if "nnUNet_results" not in os.environ:

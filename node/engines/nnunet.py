@@ -553,13 +553,24 @@ def _device(preference: str | None):
     return torch.device(preference or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _numpy_data_types() -> list:
+    """What nnU-Net's training log stores besides tensors (numpy scalars and arrays): data
+    types that rebuild values from bytes and cannot call anything else."""
+    from numpy._core import multiarray
+
+    kinds = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+    dtypes = [type(np.dtype(kind)) for kind in kinds]
+    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
 def _read_checkpoint(data: bytes, path: Path) -> dict:
-    """A checkpoint's dictionary, tensors and plain values only (a checkpoint cannot run code
-    while it is read)."""
+    """A checkpoint's dictionary: tensors, plain values and numpy data only (a checkpoint
+    cannot run code while it is read)."""
     import torch
 
     try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_types()):
+            checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise EngineError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
