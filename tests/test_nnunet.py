@@ -38,9 +38,13 @@ from myonode.engines.nnunet import (
 from myonode.engines.totalsegmentator import task_folders
 from myonode.models.nnunet_phantom import CLASS_NAMES, phantom_case, train_in_subprocess
 from myonode.pipeline import PIPELINES, Runner
+from myonode.process import process_folder
+from myonode.routing.profiles import builtin_profiles_dir
 from myonode.routing.select import PipelineUnavailable
 from myonode.synthetic import write_ct_series
 from myonode.volume import Geometry, Volume
+
+from conftest import make_settings
 
 # Held-out phantoms: training used seeds 0..7.
 TEST_SEEDS = (100, 101, 102)
@@ -252,6 +256,26 @@ def test_pipeline_writes_valid_seg_and_sr_with_a_resident_nnunet_engine(folder, 
         segments = {str(s.SegmentLabel) for s in pydicom.dcmread(seg).SegmentSequence}
         assert len(segments) == 4
     assert runner.engine_loads == 1 and checkpoint_loads[str(folder)] == 1
+
+
+def test_process_routes_a_study_to_the_nnunet_engine(folder, tmp_path):
+    """`myonode process` with a site profile that names the folder: routed, measured, SEG
+    written. The phantom is stored at 3.2 mm pixels (the profile wants a 150 mm field of
+    view); nnU-Net resamples it to its 3 mm plan and back."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = (builtin_profiles_dir() / "ct_abdominal_muscle.yaml").read_text()
+    text = text.replace("engine: classical-ct", f"engine: nnunet:{folder}")
+    (profiles / "ct_abdominal_muscle.yaml").write_text(text)
+    volume, _ = phantom_case(TEST_SEEDS[1])
+    g = volume.geometry
+    geometry = Geometry(g.origin, g.directions, np.array([3.2, 3.2, 3.0]))
+    write_ct_series(volume.array, geometry, tmp_path / "study", seed="nn-process")
+    settings = make_settings(tmp_path, **{"routing.profiles_dir": str(profiles)})
+    report, _index = process_folder(tmp_path / "study", tmp_path / "out", settings)
+    assert (report.jobs_done, report.jobs_failed) == (1, 0)
+    seg = next((tmp_path / "out" / "results").rglob("seg.dcm"))
+    assert len(pydicom.dcmread(seg).SegmentSequence) == 4
 
 
 def test_engine_for_another_modality_makes_the_pipeline_unavailable(folder):
