@@ -54,10 +54,9 @@ ORGANS_DATASET = "Dataset291_TotalSegmentator_part1_organs_1559subj"
 
 @pytest.fixture(scope="session")
 def trained_folder(tmp_path_factory) -> Path:
-    """A real nnU-Net v2 model folder, trained once per test session (150 iterations: about
-    two minutes on two free CPU cores)."""
+    """A real nnU-Net v2 model folder, trained once per test session (200 iterations)."""
     work = tmp_path_factory.mktemp("nnunet")
-    return train_in_subprocess(work, cases=8, epochs=3, iterations=50)
+    return train_in_subprocess(work, cases=8, epochs=4, iterations=50)
 
 
 @pytest.fixture

@@ -454,6 +454,7 @@ class ResidentModel:
         self.mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
         self._predictors: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._running = threading.Lock()  # nnU-Net reloads the weights per call: one job at a time
         self._predictor(str(self.device))  # network and weights on the device now, not per job
 
     def _check_checkpoints(self, checkpoints: list[dict]) -> None:
@@ -500,8 +501,6 @@ class ResidentModel:
 
     def _predictor(self, device: str):
         """nnU-Net's predictor on `device`, built once (a CPU copy only when a job needs it)."""
-        import copy
-
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -509,7 +508,11 @@ class ResidentModel:
             if device in self._predictors:
                 return self._predictors[device]
             target = torch.device(device)
-            network = self.network if target == self.device else copy.deepcopy(self.network)
+            if target == self.device:
+                network = self.network
+            else:  # a second copy built on the host, not copied from a full GPU
+                network = self._build_network()
+                network.load_state_dict(self._cpu_parameters[0])
             network = network.to(target).eval()
             parameters = [{k: v.to(target) for k, v in p.items()} for p in self._cpu_parameters]
             predictor = nnUNetPredictor(
@@ -541,7 +544,8 @@ class ResidentModel:
             predictor = self._predictor(device)
             return predictor.predict_single_npy_array(image, {"spacing": spacing})
 
-        labels, notes = run_with_fallback(attempt, devices)
+        with self._running:
+            labels, notes = run_with_fallback(attempt, devices)
         return np.asarray(labels), notes
 
 

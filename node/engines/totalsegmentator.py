@@ -13,7 +13,7 @@ ever downloaded. Class names map to the node's structure keys (and so to its cod
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +206,9 @@ def create_engine(argument: str | None):
     if reason:
         raise EngineError(f"TotalSegmentator engine unavailable: {reason}")
     folders = task_folders(task)
-    # TotalSegmentator's own trainers do not mirror, and it predicts with fold 0.
-    options = Options.parse(query or "mirroring=off")
+    options = Options.parse(query)
+    if "mirroring=" not in query:  # TotalSegmentator's trainers do not mirror
+        options = replace(options, mirroring=False)
     descriptions = [describe_folder(folder, hash_checkpoints=False) for folder in folders.needed]
     notes = []
     if folders.skipped:
