@@ -8,16 +8,17 @@ PlainConvUNet for a 1.5 mm plan (6 stages, 32…320 features, 24 outputs as its 
 random weights: timing only, the labels mean nothing), with a checkpoint that holds weights
 and optimiser state as nnU-Net's do. Then runs N studies of one CT volume both ways:
 
-* per-call: for every study a new `nnUNetPredictor`, `initialize_from_trained_model_folder`
-  (reads the checkpoint, builds the network) and the move to the device, then inference;
+* per-call: for every study a new `nnUNetPredictor`, the steps of nnU-Net's
+  `initialize_from_trained_model_folder` (read the checkpoint, build the network) and the
+  move to the device, then inference;
 * resident: the node's `nnunet` engine created once, then `segment` per study.
 
 For each job it prints the time outside inference (what the way spends on imports, building
 the network, reading checkpoints and moving them to the device) and the inference time, then
 `overhead ratio per-call/resident: R`, the mean overhead per job of each way over the N jobs
 (the resident engine's one load spread over its N jobs, so R grows with N). `--patch` shrinks
-the sliding-window patch (not the network's weights) so that CPU runs finish; on a GPU use
-the default 128. On CUDA it also prints GPU time per study, studies/hour both ways and peak
+the sliding-window patch (not the network's weights) so that CPU runs finish (64 at least:
+the sixth stage must keep more than one voxel); on a GPU use the default 128. On CUDA it also prints GPU time per study, studies/hour both ways and peak
 GPU memory.
 """
 
@@ -195,8 +196,18 @@ def sync(device: torch.device) -> None:
 
 
 def per_call_job(folder: Path, volume, device: torch.device, step: float) -> tuple[float, float]:
-    """(outside inference, inference) seconds of one study the way TotalSegmentator runs it."""
+    """(outside inference, inference) seconds of one study the way TotalSegmentator runs it:
+    the steps of nnU-Net's `initialize_from_trained_model_folder` (read the checkpoint with
+    `torch.load`, build the network through the trainer class, load the weights), then the
+    move to the device. The trainer class is imported directly rather than found by
+    nnU-Net's scan of every trainer module (which also imports timm and torchvision, and
+    fails where torchvision does not match a CPU-only torch), so per-call is if anything
+    timed as cheaper than it is."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (  # noqa: E501
+        nnUNetTrainerNoMirroring,
+    )
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from myonode.engines.nnunet import to_nnunet
 
@@ -208,8 +219,29 @@ def per_call_job(folder: Path, volume, device: torch.device, step: float) -> tup
         device=device,
         allow_tqdm=False,
     )
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,))
-    predictor.network.to(device)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    plans = PlansManager(json.loads((folder / "plans.json").read_text()))
+    checkpoint = torch.load(
+        folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False
+    )
+    configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
+    network = nnUNetTrainerNoMirroring.build_network_architecture(
+        plans,
+        configuration,
+        1,
+        plans.get_label_manager(dataset).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    network.load_state_dict(checkpoint["network_weights"])
+    predictor.manual_initialization(
+        network.to(device),
+        plans,
+        configuration,
+        [checkpoint["network_weights"]],
+        dataset,
+        checkpoint["trainer_name"],
+        checkpoint["inference_allowed_mirroring_axes"],
+    )
     sync(device)
     loaded = time.perf_counter()
     image, spacing, _ = to_nnunet(volume.array, volume)
