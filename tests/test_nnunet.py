@@ -46,7 +46,7 @@ from myonode.volume import Geometry, Volume
 
 from conftest import make_settings
 
-# Held-out phantoms: training used seeds 0..7.
+# Held-out phantoms: training used seeds 1..8.
 TEST_SEEDS = (100, 101, 102)
 MUSCLES_DATASET = "Dataset294_TotalSegmentator_part4_muscles_1559subj"
 ORGANS_DATASET = "Dataset291_TotalSegmentator_part1_organs_1559subj"
