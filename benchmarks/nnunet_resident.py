@@ -18,8 +18,8 @@ the network, reading checkpoints and moving them to the device) and the inferenc
 `overhead ratio per-call/resident: R`, the mean overhead per job of each way over the N jobs
 (the resident engine's one load spread over its N jobs, so R grows with N). `--patch` shrinks
 the sliding-window patch (not the network's weights) so that CPU runs finish (64 at least:
-the sixth stage must keep more than one voxel); on a GPU use the default 128. On CUDA it also prints GPU time per study, studies/hour both ways and peak
-GPU memory.
+the sixth stage must keep more than one voxel); on a GPU use the default 128. On CUDA it
+also prints GPU time per study, studies/hour both ways and peak GPU memory.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ folder nnU-Net itself made: the phantom cases are written as an nnU-Net raw data
 fingerprints, plans and preprocesses them, and its trainer (nnU-Net's `nnUNetTrainerNoDA`: no
 augmentation and, like TotalSegmentator's trainers, no mirroring; with Adam at a constant
 3e-3: in a trial it reached Dice 0.95 on validation patches after 100 iterations, where
-nnU-Net's SGD schedule still segmented nothing after 120) trains 200 iterations on the CPU.
+nnU-Net's SGD schedule still segmented nothing after 120) trains 200 iterations on the CPU,
+from seed 1 (from seed 0 one of the four classes was still unlearnt after 200 iterations: a
+network this small can start with a class it barely predicts).
 The result is the layout nnU-Net and TotalSegmentator ship: ``DatasetNNN_Name/nnUNetTrainer…__
 nnUNetPlans__3d_fullres/{plans.json, dataset.json, fold_0/checkpoint_final.pth}``. Classes are
 named as TotalSegmentator names them, so the node maps them with the same table.
