@@ -8,7 +8,10 @@ then measures in the same run:
   1. pydicom decoding every file to pixels (dcmread + pixel_array), in this process: the
      floor any DICOM node pays for reading the series;
   2. `myonode process` of the folder (ingest, routing, classical-ct, SEG, SR) in a child
-     process: wall time and peak resident memory (getrusage of the child).
+     process: wall time and peak resident memory (getrusage of the child). The shipped
+     profile `ct_abdominal_muscle` routes only series of 2 mm or thicker (seed 000); the
+     run uses a site copy of it (`routing.profiles_dir`) with the minimum lowered to 1 mm,
+     so that this series is measured.
 Prints both, their ratio and peak RSS beside the aims (at most 20x, at most 2.5 GB).
 Exit status 2 without the shared data.
 """
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import pydicom
+import yaml
 
 from myonode.robustness import resampled
 from myonode.shared_data import shared_data_dir
@@ -37,6 +41,19 @@ def build_series(data: Path, out: Path, slices: int) -> int:
     body = {"body": volume.array > -500}
     scanner, _masks = resampled(volume, body, (1.1, 0.7, 0.7), (slices, 512, 512))
     return len(write_ct_series(scanner.array, scanner.geometry, out, seed="scanner-cost"))
+
+
+def thin_slice_config(folder: Path) -> Path:
+    """A config whose site profile is the shipped CT muscle profile accepting 1 mm slices."""
+    shipped = Path(__file__).resolve().parents[1] / "dicom_profiles" / "ct_abdominal_muscle.yaml"
+    profile = yaml.safe_load(shipped.read_text())
+    profile["rules"]["slice_thickness_mm"]["min"] = 1.0
+    profiles = folder / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "ct_abdominal_muscle.yaml").write_text(yaml.safe_dump(profile))
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({"routing": {"profiles_dir": str(profiles)}}))
+    return config
 
 
 def decode_seconds(folder: Path) -> float:
@@ -64,7 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         myonode = Path(sys.executable).with_name("myonode")
         started = time.perf_counter()
         done = subprocess.run(
-            [str(myonode), "process", str(series), "--out", str(out)],
+            [
+                str(myonode),
+                "process",
+                str(series),
+                "--out",
+                str(out),
+                "--config",
+                str(thin_slice_config(Path(tmp))),
+            ],
             capture_output=True,
             text=True,
         )
