@@ -119,8 +119,8 @@ def test_routing_and_cli_do_not_import_nnunet():
     code = (
         "import sys\n"
         "import myonode.app.cli, myonode.route, myonode.assemble.study\n"
-        "from myonode.infer.engines import _load_builtin_engines\n"
-        "_load_builtin_engines()\n"
+        "from myonode.infer.engines import _builtin_kinds\n"
+        "_builtin_kinds()\n"
         "print('nnunetv2' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -391,3 +391,16 @@ def test_out_of_memory_on_cuda_reruns_the_job_on_cpu_and_other_errors_propagate(
         run_with_fallback(attempt, ["cuda"])  # nowhere left to go: the job fails cleanly
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_routing_names_the_version_the_loaded_engine_writes(folder):
+    """Routing's identity (files and checksums, no model) and the resident engine agree, so
+    a job's pipeline version and its outputs' UIDs derive from the same name and version."""
+    from myonode.infer.engines import create, identify
+
+    identity = identify(f"nnunet:{folder}")
+    engine = create(f"nnunet:{folder}")
+    assert identity.algorithm.name == engine.algorithm.name
+    assert identity.algorithm.version == engine.algorithm.version
+    assert identity.modality == engine.modality == "CT"
+    assert identify(f"nnunet:{folder}?folds=0").algorithm.version == identity.algorithm.version
