@@ -118,19 +118,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
         return 1
     index = Index(settings.index_path)
-    studies = index.query(
-        """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n
-           FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
-        (args.limit,),
-    )
-    jobs = index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (args.limit,))
-    outbox = index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (args.limit,))
+    studies = [
+        {**dict(listing.study), "n": listing.instances}
+        for listing in index.recent_studies(args.limit)
+    ]
+    jobs = index.jobs(args.limit)
+    outbox = index.outbox(args.limit)
     if args.json:
         print(
             json.dumps(
                 {
                     "counts": index.counts(),
-                    "studies": [dict(r) for r in studies],
+                    "studies": studies,
                     "decisions": {
                         r["study_uid"]: [_decision_json(d) for d in index.decisions(r["study_uid"])]
                         for r in studies
@@ -289,11 +288,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     report, index = process_folder(args.path, args.out, load_settings(args.config))
     for reason, count in report.refused.items():
         err.print(f"refused {count} file(s): {reason}")
-    for study in index.query("SELECT study_uid FROM studies"):
-        for d in index.decisions(study["study_uid"]):
+    for study_uid in index.study_uids():
+        for d in index.decisions(study_uid):
             verdict = f"-> {d['pipeline']}" if d["selected"] else "not routed"
             console.print(f"series {d['series_uid']}: {verdict}: {d['reason']}")
-    for job in index.query("SELECT * FROM jobs WHERE state = 'failed'"):
+    for job in index.jobs(state="failed")[::-1]:
         err.print(f"[red]job {job['id']} failed[/]: {job['error']}")
     for table in _summary_tables(index):
         console.print(table)

@@ -6,110 +6,28 @@ stopped: interrupted jobs are re-queued, pending deliveries are retried.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 from myonode.app.api import create_app
 from myonode.app.metrics import Metrics
 from myonode.app.webserver import WebServer
 from myonode.assemble.study import assemble_stable_studies
 from myonode.core.config import Settings
-from myonode.core.patient import patient_facts
-from myonode.dispatch.archive import Archive, ArchiveError
-from myonode.dispatch.outbox import Dispatcher, destinations_for
+from myonode.dispatch.outbox import Dispatcher
 from myonode.encode import Device
-from myonode.infer.inputs import load_inputs
-from myonode.measure.assessment import Prior
 from myonode.pipelines import pipeline_versions
+from myonode.queue.local import LocalQueue
 from myonode.receive.ingest import Ingestor
 from myonode.receive.scp import Receiver
 from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
-from myonode.store.files import remove_stale_partials, results_dir_for
+from myonode.store.files import remove_stale_partials
 from myonode.store.index import Index
+from myonode.worker.loop import run_next_job
 from myonode.worker.runner import Runner
 
 log = logging.getLogger(__name__)
-
-
-def local_priors(index: Index, study_uid: str) -> list[Prior]:
-    """Masses this node measured on earlier studies of the patient."""
-    priors = []
-    for row in index.prior_masses(study_uid):
-        date = patient_facts({"StudyDate": row["study_date"]}).study_date
-        if date is not None and row["value"] is not None:
-            priors.append(Prior(row["study_uid"], date, row["structure"], row["value"]))
-    return priors
-
-
-def priors_for(settings: Settings, index: Index, study_uid: str) -> tuple[list[Prior], list[str]]:
-    """Earlier masses of the patient: this node's index, plus the archive when configured."""
-    priors, notes = local_priors(index, study_uid), []
-    study = index.study(study_uid)
-    url = settings.archive.dicomweb_url
-    date = patient_facts({"StudyDate": study["study_date"]}).study_date if study else None
-    if url and study and study["patient_id"] and date:
-        try:
-            known = {p.study_uid for p in priors}
-            priors += [
-                p
-                for p in Archive(url).priors(study["patient_id"], date)
-                if p.study_uid not in known
-            ]
-        except ArchiveError as exc:
-            log.warning("prior lookup failed: %s", exc)
-            notes.append(f"Prior results could not be looked up in the archive: {exc}.")
-    return priors, notes
-
-
-def run_next_job(
-    settings: Settings, index: Index, runner: Runner, metrics: Metrics | None = None
-) -> bool:
-    """Run one queued job, if any; return whether one ran."""
-    job = index.claim_job()
-    if job is None:
-        return False
-    started = time.monotonic()
-    try:
-        paths = [row["path"] for row in index.series_instances(job["series_uid"])]
-        priors, notes = priors_for(settings, index, job["study_uid"])
-        inputs = json.loads(job["inputs"]) if job["inputs"] else None
-        volume = None
-        if inputs:
-            volume = load_inputs(
-                inputs, lambda uid: [Path(r["path"]) for r in index.series_instances(uid)]
-            )
-        output = runner.run(
-            job["pipeline"],
-            paths,
-            results_dir_for(settings.results_dir, job),
-            json.loads(job["reasons"] or "[]"),
-            priors=priors,
-            notes=notes,
-            volume=volume,
-        )
-    except Exception as exc:
-        log.error("job %d (%s) failed: %s", job["id"], job["pipeline"], exc)
-        log.debug("%s", traceback.format_exc())
-        index.fail_job(job["id"], f"{type(exc).__name__}: {exc}")
-        if metrics is not None:
-            metrics.job(job["pipeline"], "failed", time.monotonic() - started)
-        return True
-    study = index.study(job["study_uid"])
-    index.complete_job(
-        job["id"],
-        [(f.sop_uid, f.sop_class_uid, f.path) for f in output.files],
-        destinations_for(settings, study["calling_aet"] if study else None),
-        output.result_rows(),
-    )
-    if metrics is not None:
-        metrics.job(job["pipeline"], "done", time.monotonic() - started)
-    log.info("job %d (%s) done: %d outputs", job["id"], job["pipeline"], len(output.files))
-    return True
 
 
 class Node:
@@ -119,6 +37,7 @@ class Node:
         self.settings = settings
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.index = Index(settings.index_path)
+        self.queue = LocalQueue(self.index)
         self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         self.runner = Runner(
             Device(serial_number=settings.dicom.ae_title), configured_pipelines(self.profiles)
@@ -149,7 +68,7 @@ class Node:
         if removed:
             log.info("removed %d partial files from an interrupted run", removed)
         self.index.restart_quiet_timers()
-        requeued = self.index.requeue_interrupted_jobs()
+        requeued = self.queue.requeue_interrupted()
         if requeued:
             log.info("re-queued %d jobs interrupted by a restart", requeued)
         self.receiver.start()
@@ -164,6 +83,7 @@ class Node:
                     pipeline_versions(self.runner.pipelines),
                     self.settings.assemble.quiet_seconds,
                     self.profiles,
+                    self.queue,
                 ),
                 self.settings.assemble.poll_seconds,
             ),
@@ -172,7 +92,9 @@ class Node:
         loops += [
             (
                 f"worker-{n}",
-                lambda: run_next_job(self.settings, self.index, self.runner, self.metrics),
+                lambda: run_next_job(
+                    self.settings, self.index, self.queue, self.runner, self.metrics
+                ),
                 0.5,
             )
             for n in range(self.settings.workers.count)
