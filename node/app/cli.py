@@ -33,12 +33,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from myonode.app.service import Node
+    from myonode.app.service import ROLES, Node
 
-    node = Node(_settings(args))
+    settings = _settings(args)
+    roles = set(ROLES if not args.role or "all" in args.role else args.role)
+    if "worker" in roles and settings.queue.kind == "celery":
+        if roles != {"worker"}:
+            err.print("with queue.kind: celery, run workers as `myonode serve --role worker`")
+            return 2
+        from myonode.worker.celery import run_worker
+
+        run_worker(settings, settings.workers.count)
+        return 0
+    node = Node(settings, roles)
     signal.signal(signal.SIGTERM, lambda *_: node._stop.set())
     node.start()
-    console.print(f"myonode {__version__} listening on port {node.port}; Ctrl-C stops it")
+    where = f"listening on port {node.port}" if node.receiver is not None else "running"
+    console.print(f"myonode {__version__} {where} as {', '.join(sorted(roles))}; Ctrl-C stops it")
     try:
         node.wait()
     except KeyboardInterrupt:
@@ -558,7 +569,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML config (default: $MYONODE_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the DICOM node").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="run the DICOM node")
+    serve.add_argument(
+        "--role",
+        action="append",
+        choices=("receiver", "router", "worker", "dispatcher", "web", "all"),
+        help="what this process runs (repeat for several; default all). With queue.kind celery "
+        "a worker is a Celery worker process of its own: `--role worker` alone",
+    )
+    serve.set_defaults(func=cmd_serve)
     sub.add_parser(
         "viewer", help="serve OHIF with the archive's DICOMweb on the same origin"
     ).set_defaults(func=cmd_viewer)

@@ -118,7 +118,7 @@ FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
 
 # Columns added after a table was first created: (table, column, type). Applied on open so an
 # index written by an older version keeps working.
-MIGRATIONS = (("jobs", "inputs", "TEXT"),)
+MIGRATIONS = (("jobs", "inputs", "TEXT"), ("jobs", "submitted_at", "REAL"))
 
 
 class Index:
@@ -500,6 +500,21 @@ class Index:
                     (time.time(), job_id),
                 ).fetchone()
         return JobRecord.from_row(row) if row else None
+
+    def mark_submitted(self, job_ids: Sequence[int]) -> None:
+        """The queue's broker holds these jobs' messages (so they are not offered again)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET submitted_at = ? WHERE id = ?",
+                [(time.time(), job_id) for job_id in job_ids],
+            )
+
+    def unsubmitted_jobs(self) -> list[int]:
+        """Queued jobs no broker has accepted yet (it was down, or the router stopped)."""
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE state = 'queued' AND submitted_at IS NULL ORDER BY id"
+        )
+        return [row["id"] for row in rows]
 
     def jobs(
         self, limit: int | None = None, study_uid: str | None = None, state: str | None = None

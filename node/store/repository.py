@@ -167,6 +167,7 @@ class JobRecord(Record):
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    submitted_at: float | None = None
 
     @property
     def reason_list(self) -> list[str]:
@@ -269,6 +270,8 @@ class Store(Protocol):
         results: Sequence[ResultRow],
     ) -> None: ...
     def fail_job(self, job_id: int, error: str) -> None: ...
+    def mark_submitted(self, job_ids: Sequence[int]) -> None: ...
+    def unsubmitted_jobs(self) -> list[int]: ...
 
     # outbox
     def due_outbox(self, now: float | None = None) -> list[OutboxRecord]: ...
