@@ -1,11 +1,15 @@
 """Agreement of the classical engines with the real labelled cases in the shared data.
 
     .venv/bin/python benchmarks/evaluate_engines.py [--data DIR] [--out DIR] [--case NAME]
+        [--variants] [--markdown FILE]
 
 Runs each engine on its cases (`support.reference_cases`), prints per structure the Dice,
 our volume, the reference volume and the volume error, with the caveat of each mapping,
 then the engine's landmarks and notes and its run time. With --out, writes one overlay PNG
 per case (our labels filled, reference outlined in white) for a look at the errors.
+With --variants, also runs every acquisition variant of `support.robustness` that applies
+to the case's engine (scanner resolution, 5 mm + noise, rotated, ...). With --markdown,
+writes the Dice of every case and variant as the README's tables.
 Exit status 2 when the shared data cannot be found.
 """
 
@@ -23,7 +27,8 @@ from myonode.infer.engines.orientation import canonical
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from myonode.app.demo.shared_data import shared_data_dir
 
-from support.reference_cases import CASES, CaseResult, evaluate_case
+from support.reference_cases import CASES, CaseResult, ReferenceCase, evaluate_case
+from support.robustness import VARIANTS, evaluate_variant
 
 
 def print_result(result: CaseResult) -> None:
@@ -42,7 +47,7 @@ def print_result(result: CaseResult) -> None:
         print(f"  note: {note}")
 
 
-def write_overlay(result: CaseResult, path: Path, slices: int = 3) -> None:
+def write_overlay(result: CaseResult, path: Path, slices: int = 4) -> None:
     """Axial slices (canonical view) spread over the references' extent, inferior to
     superior: ours filled, reference outlined."""
     import matplotlib
@@ -73,8 +78,23 @@ def write_overlay(result: CaseResult, path: Path, slices: int = 3) -> None:
         axis.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=50)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
+
+
+def markdown_table(case: ReferenceCase, columns: dict[str, dict[str, float]]) -> str:
+    """One case's Dice: a row per compared structure, a column per acquisition."""
+    names = list(columns)
+    lines = [
+        f"**{case.name}** ({case.engine}; {case.description})",
+        "",
+        "| structure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for comparison in case.comparisons:
+        cells = [f"{columns[n][comparison.name]:.2f}" for n in names]
+        lines.append(f"| {comparison.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="shared data directory")
     parser.add_argument("--out", type=Path, default=None, help="folder for overlay PNGs")
     parser.add_argument("--case", action="append", help="only this case (repeatable)")
+    parser.add_argument("--variants", action="store_true", help="acquisition variants too")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the Dice tables")
     args = parser.parse_args(argv)
     data = args.data or shared_data_dir()
     if data is None or not data.is_dir():
         print("shared data not found: pass --data or set MYONODE_TEST_DATA", file=sys.stderr)
         return 2
     engines = {}
+    tables = []
     for case in CASES:
         if args.case and case.name not in args.case:
             continue
@@ -96,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         print_result(result)
         if args.out:
             write_overlay(result, args.out / f"{case.name}.png")
+        columns = {"original": {n: a.dice for n, a in result.agreements.items()}}
+        for variant in VARIANTS if args.variants else ():
+            if case.engine not in variant.engines:
+                continue
+            found = evaluate_variant(case, variant, engine, data)
+            columns[variant.name] = {n: a.dice for n, a in found.agreements.items()}
+            dice = ", ".join(f"{n} {d:.3f}" for n, d in columns[variant.name].items())
+            print(f"  variant {variant.name}: {dice}")
+            print(f"    landmarks {found.label_map.landmarks}", flush=True)
+        tables.append(markdown_table(case, columns))
+    if args.markdown:
+        args.markdown.write_text("\n".join(tables))
     return 0
 
 

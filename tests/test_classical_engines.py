@@ -16,6 +16,7 @@ from myonode.infer.engines.body_wall import ANGLES, inner_thickness
 from myonode.infer.engines.landmarks_ct import name_vertebrae
 from myonode.infer.engines.orientation import OrientationError, canonical
 from myonode.infer.engines.thigh_mr import thigh_compartments
+from myonode.infer.engines.working_grid import WorkingGrid
 
 from support.reference_cases import labels_on_grid
 
@@ -204,3 +205,23 @@ def test_reference_labels_follow_geometry_across_flipped_grids():
     source = Volume(array=labels, geometry=geometry)
     stored = flipped(source, 1)
     assert np.array_equal(labels_on_grid(stored, geometry, labels.shape), labels)
+
+
+def test_working_grid_bins_fine_axes_and_maps_labels_back_to_every_source_voxel():
+    # 0.7 mm pixels and 1 mm slices: binned by about 2 in-plane and 3 through-plane.
+    grid = WorkingGrid.for_source((9, 10, 10), np.array([1.0, 0.7, 0.7]))
+    assert grid.shape == (3, 5, 5)
+    assert np.allclose(grid.spacing, [3.0, 1.4, 1.4])
+    source = np.arange(9 * 10 * 10, dtype=np.float32).reshape(9, 10, 10)
+    assert grid.down(source)[0, 0, 0] == pytest.approx(source[:3, :2, :2].mean())
+    labels = np.zeros(grid.shape, dtype=np.uint8)
+    labels[:, 1:4, 1:4] = 5
+    hu = np.full(source.shape, 40.0, np.float32)
+    hu[:, 2, 2] = -100.0  # fat in a working voxel on the label's border: left out
+    hu[:, 4, 4] = -100.0  # fat in the label's inner working voxel: kept (intramuscular)
+    back = grid.up(labels, hu, -29.0)
+    assert back.shape == source.shape
+    assert back[0, 3, 3] == 5 and back[0, 2, 2] == 0 and back[0, 0, 0] == 0
+    assert back[0, 4, 4] == 5
+    # A 1 mm pixel series is not binned in-plane (less than two pixels per bin).
+    assert WorkingGrid.for_source((20, 8, 8), np.array([2.0, 0.98, 0.98])).identity

@@ -4,11 +4,13 @@ Floors sit a little under what the engines measure today (README, "Classical eng
 a regression fails here; they are not targets. Skipped when the shared data is absent.
 """
 
+import numpy as np
 import pytest
 
+from myonode.core.volume import load_nifti
 from myonode.infer.engines import create
 
-from support.reference_cases import CASES, evaluate_case
+from support.reference_cases import CASES, evaluate_case, labels_on_grid
 
 # (case, comparison) -> minimum Dice
 FLOORS = {
@@ -74,3 +76,28 @@ def test_volume_errors_are_bounded_where_dice_is_high(results):
         for name, found in result.agreements.items():
             if found.dice >= 0.8:
                 assert abs(found.volume_error_percent) < 30, (result.case.name, name, found)
+
+
+def reference_slices(result, data, value):
+    """Source slice indices holding a reference label value (axial cases: array axis 0)."""
+    labels = labels_on_grid(
+        load_nifti(data / result.case.labels), result.volume.geometry, result.volume.shape
+    )
+    return np.nonzero((labels == value).any(axis=(1, 2)))[0]
+
+
+def test_ct_finds_levels_and_the_whole_region_on_the_abdomen_pelvis(results):
+    from myonode.app.demo.shared_data import shared_data_dir
+
+    result = results["abdomen_pelvis_ct"]
+    found = result.label_map
+    assert found.landmarks["region_complete"] == 1, found.notes
+    # TotalSegmentator v1: L3 = 20, L5 = 18 (vertebra labels include the posterior
+    # elements, so they span a few slices more than the vertebral body).
+    l3 = reference_slices(result, shared_data_dir(), 20)
+    l5 = reference_slices(result, shared_data_dir(), 18)
+    assert l3.min() <= found.landmarks["l3_slice"] <= l3.max()
+    assert l5.min() - 1 <= found.landmarks["region_bottom_slice"] <= l5.max()
+    keys = {s.key for s in found.structures.values()}
+    assert {"gluteus_medius_left", "gluteus_maximus_right", "iliopsoas_left"} <= keys
+    assert any("12th rib and the sacrum, which agree" in note for note in found.notes)

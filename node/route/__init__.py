@@ -16,15 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from myonode.pipelines import VersionOf
 from myonode.route.profiles import Profile, ProfileError, load_profiles
-from myonode.route.select import (
-    AlreadyDone,
-    Sampler,
-    StudyRouting,
-    VersionOf,
-    default_sampler,
-    route_study,
-)
+from myonode.route.select import AlreadyDone, Sampler, StudyRouting, default_sampler, route_study
 from myonode.route.series import describe_study
 from myonode.store.repository import Store
 

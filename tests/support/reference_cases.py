@@ -29,6 +29,13 @@ ILIOPSOAS_CAVEAT = (
     "the iliac crest (all of these cases)"
 )
 TISSUE_CAVEAT = "reference is TotalSegmentator's skeletal-muscle tissue class"
+SLAB_CAVEAT = (
+    "both masks restricted to the slices holding the reference's L1-L5 labels; ours is "
+    "psoas major down to L5, iliopsoas (psoas + iliacus) below"
+)
+MEDIUS_CAVEAT = "reference medius + minimus; our gluteus medius includes the minimus"
+# TotalSegmentator v1 ids of the lumbar vertebrae L5..L1.
+LUMBAR_V1 = (18, 19, 20, 21, 22)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class Comparison:
     structure_keys: tuple[str, ...]  # empty tuple: every structure the engine labelled
     caveat: str = ""
     reference_file: str | None = None  # a separate binary reference, else the case's labels
+    # Reference label values whose slices bound the comparison (e.g. L1-L5): both masks are
+    # compared on those slices only. Empty: the whole volume.
+    within: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,37 @@ CASES: tuple[ReferenceCase, ...] = (
         comparisons=(
             Comparison("deep back muscles L", (86,), ("erector_spinae_left",), AUTOCHTHON_CAVEAT),
             Comparison("deep back muscles R", (87,), ("erector_spinae_right",), AUTOCHTHON_CAVEAT),
+        ),
+    ),
+    ReferenceCase(
+        name="abdomen_pelvis_ct",
+        engine="classical-ct",
+        image="ct/abdomen_pelvis_ct.nii.gz",
+        labels="ct/abdomen_pelvis_labels_totalseg_v1.nii.gz",
+        description="real CT, 3 mm isotropic, T11 to the hips, unenhanced; TotalSegmentator v1",
+        comparisons=(
+            Comparison("deep back muscles L", (100,), ("erector_spinae_left",), AUTOCHTHON_CAVEAT),
+            Comparison("deep back muscles R", (101,), ("erector_spinae_right",), AUTOCHTHON_CAVEAT),
+            Comparison(
+                "iliopsoas L, L1-L5 slab",
+                (102,),
+                ("psoas_left", "iliopsoas_left"),
+                SLAB_CAVEAT,
+                within=LUMBAR_V1,
+            ),
+            Comparison(
+                "iliopsoas R, L1-L5 slab",
+                (103,),
+                ("psoas_right", "iliopsoas_right"),
+                SLAB_CAVEAT,
+                within=LUMBAR_V1,
+            ),
+            Comparison("iliopsoas L, whole", (102,), ("psoas_left", "iliopsoas_left")),
+            Comparison("iliopsoas R, whole", (103,), ("psoas_right", "iliopsoas_right")),
+            Comparison("gluteus medius L", (96, 98), ("gluteus_medius_left",), MEDIUS_CAVEAT),
+            Comparison("gluteus medius R", (97, 99), ("gluteus_medius_right",), MEDIUS_CAVEAT),
+            Comparison("gluteus maximus L", (94,), ("gluteus_maximus_left",)),
+            Comparison("gluteus maximus R", (95,), ("gluteus_maximus_right",)),
         ),
     ),
     ReferenceCase(
@@ -171,7 +212,11 @@ def evaluate_case(case: ReferenceCase, engine: SegmentationEngine, data_dir: Pat
     started = time.perf_counter()
     label_map = engine.segment(volume)
     seconds = time.perf_counter() - started
-    label_files: dict[str, np.ndarray] = {}
+    label_files = {
+        case.labels: labels_on_grid(
+            load_nifti(data_dir / case.labels), volume.geometry, volume.shape
+        )
+    }
     references: dict[str, np.ndarray] = {}
     agreements: dict[str, Agreement] = {}
     for comparison in case.comparisons:
@@ -181,10 +226,19 @@ def evaluate_case(case: ReferenceCase, engine: SegmentationEngine, data_dir: Pat
                 load_nifti(data_dir / file), volume.geometry, volume.shape
             )
         reference = np.isin(label_files[file], comparison.reference_values)
-        references[comparison.name] = reference
+        bounds = slab(label_files[case.labels], comparison.within)
+        references[comparison.name] = reference & bounds
         agreements[comparison.name] = agreement(
-            predicted_mask(label_map, comparison.structure_keys),
-            reference,
+            predicted_mask(label_map, comparison.structure_keys) & bounds,
+            reference & bounds,
             volume.geometry.voxel_volume_mm3,
         )
     return CaseResult(case, volume, label_map, references, agreements, seconds)
+
+
+def slab(labels: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    """The slices (array axis 0) holding any of these reference values, as a mask that
+    broadcasts over the volume; everything when `values` is empty."""
+    if not values:
+        return np.ones((1, 1, 1), dtype=bool)
+    return np.isin(labels, values).any(axis=(1, 2))[:, np.newaxis, np.newaxis]

@@ -1,9 +1,11 @@
-"""Real cases made harder on purpose: the same patient mirrored, cut, thicker, enhanced, fatter.
+"""Real cases made harder on purpose: the same patient mirrored, cut, thicker, enhanced, fatter,
+resampled to what a scanner sends, rolled on the table.
 
 Each variant changes a reference case's image and its reference masks together, so the
 engine's agreement on the variant can be set beside its agreement on the original. They
 stand in for what the shared cases lack (a left-right mirrored patient, a narrow field of
-view, 5 mm slices, intravenous contrast, obesity, no lung in view) and are used by
+view, 5 mm slices, intravenous contrast, obesity, no lung in view, 512 x 512 images of
+0.7 mm pixels with thin slices, noise, a patient not lying straight) and are used by
 `benchmarks/robustness.py` and the robustness tests. Arrays are first brought to positive
 axes (k superior, j posterior, i left) so "left" and "top" mean the patient's.
 """
@@ -23,9 +25,10 @@ from myonode.core.types import LabelMap, SegmentationEngine
 from myonode.core.volume import Geometry, Volume, load_nifti, with_positive_axes
 from myonode.infer.engines.landmarks_ct import body_mask
 
-from support.reference_cases import ReferenceCase, labels_on_grid, load_image, predicted_mask
+from support.reference_cases import ReferenceCase, labels_on_grid, load_image, predicted_mask, slab
 
 Masks = dict[str, np.ndarray]
+WITHIN = "within: "  # prefix of the mask that bounds a comparison (its slab)
 
 # TotalSegmentator v2 ids of organs and vessels that take intravenous contrast, with a
 # portal-venous phase enhancement (HU added): kidneys and large vessels strongly.
@@ -142,6 +145,76 @@ def obese(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Ma
     return Volume(array, geometry), out
 
 
+def _pack(masks: Masks) -> tuple[list[str], np.ndarray]:
+    """All masks as bits of one integer array, so a resampling moves them together."""
+    names = list(masks)
+    packed = np.zeros(next(iter(masks.values())).shape, dtype=np.uint64)
+    for bit, name in enumerate(names):
+        packed |= masks[name].astype(np.uint64) << np.uint64(bit)
+    return names, packed
+
+
+def _unpack(names: list[str], packed: np.ndarray) -> Masks:
+    return {name: (packed >> np.uint64(bit)) & np.uint64(1) > 0 for bit, name in enumerate(names)}
+
+
+def resampled(
+    volume: Volume, masks: Masks, spacing_kji: tuple[float, float, float], most: tuple[int, ...]
+) -> tuple[Volume, Masks]:
+    """The same patient on another axial grid (linear interpolation of HU, nearest for the
+    references), centred on the original field of view, at most `most` voxels per axis.
+    Beyond the outermost source voxel centres the edge values go on (no air is blended
+    into the first and last slices)."""
+    source = _spacing(volume)
+    target = np.asarray(spacing_kji, dtype=float)
+    extent = np.array(volume.array.shape) * source
+    shape = np.minimum(np.floor(extent / target).astype(int), np.asarray(most))
+    scale = target / source
+    offset = (np.array(volume.array.shape) - 1) / 2.0 - scale * (shape - 1) / 2.0
+    array = ndimage.affine_transform(
+        volume.array.astype(np.float32),
+        scale,
+        offset,
+        output_shape=tuple(shape),
+        order=1,
+        mode="nearest",
+    )
+    names, packed = _pack(masks)
+    packed = ndimage.affine_transform(packed, scale, offset, output_shape=tuple(shape), order=0)
+    origin = volume.geometry.index_to_lps(np.array([offset[2], offset[1], offset[0]]))[0]
+    geometry = Geometry(origin, volume.geometry.directions, target[::-1].copy())
+    return Volume(array, geometry), _unpack(names, packed)
+
+
+def scanner_thin(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """What a scanner sends: 512 x 512 pixels of 0.7 mm, 1.1 mm slices, at most 300."""
+    return resampled(volume, masks, (1.1, 0.7, 0.7), (300, 512, 512))
+
+
+def scanner_2mm(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """512 x 512 pixels of 0.7 mm with 2 mm slices."""
+    return resampled(volume, masks, (2.0, 0.7, 0.7), (400, 512, 512))
+
+
+def thick_noisy(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks]:
+    """5 mm slabs (`thick_slices`) with 20 HU of Gaussian noise added (a low-dose scan)."""
+    volume, masks = thick_slices(volume, masks, labels)
+    noise = np.random.default_rng(13).normal(0.0, 20.0, volume.array.shape)
+    return Volume((volume.array + noise).astype(np.float32), volume.geometry), masks
+
+
+def rotated(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """The patient lying rolled by 10 degrees on the table (in-plane rotation about the
+    centre of the field of view; the image grid kept)."""
+
+    def turn(array: np.ndarray, order: int, cval: float) -> np.ndarray:
+        return ndimage.rotate(array, 10.0, axes=(1, 2), reshape=False, order=order, cval=cval)
+
+    names, packed = _pack(masks)
+    array = turn(volume.array.astype(np.float32), 1, -1000.0)
+    return Volume(array, volume.geometry), _unpack(names, turn(packed, 0, 0))
+
+
 def _spacing(volume: Volume) -> np.ndarray:
     """(k, j, i) spacing of a positive-axes volume."""
     return volume.geometry.spacing[::-1].astype(float)
@@ -155,6 +228,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("5 mm slices", "slabs averaged to 5 mm", thick_slices),
     Variant("contrast", "kidneys, vessels +150 HU; liver, spleen +60 HU", enhanced, CT),
     Variant("obese", "30 mm more subcutaneous fat", obese, CT),
+    Variant("scanner 512 1.1 mm", "512 x 512 at 0.7 mm, 1.1 mm slices (<= 300)", scanner_thin, CT),
+    Variant("scanner 512 2 mm", "512 x 512 at 0.7 mm, 2 mm slices", scanner_2mm, CT),
+    Variant("5 mm + noise", "5 mm slabs, 20 HU noise", thick_noisy, CT),
+    Variant("rotated 10", "patient rolled 10 degrees on the table", rotated, CT),
 )
 
 
@@ -178,15 +255,18 @@ def evaluate_variant(
         if file not in files:
             files[file] = labels_on_grid(load_nifti(data_dir / file), volume.geometry, volume.shape)
         masks[comparison.name] = np.isin(files[file], comparison.reference_values)
+        if comparison.within:
+            # The slab moves with the image, as the references do.
+            bounds = slab(files[case.labels], comparison.within)
+            masks[WITHIN + comparison.name] = np.broadcast_to(bounds, volume.shape).copy()
+            masks[comparison.name] &= masks[WITHIN + comparison.name]
     volume, masks, labels = positive(volume, masks, files[case.labels])
     volume, masks = variant.apply(volume, masks, labels)
     label_map = engine.segment(volume)
-    agreements = {
-        c.name: agreement(
-            predicted_mask(label_map, c.structure_keys),
-            masks[c.name],
-            volume.geometry.voxel_volume_mm3,
-        )
-        for c in case.comparisons
-    }
+    agreements = {}
+    for c in case.comparisons:
+        predicted = predicted_mask(label_map, c.structure_keys)
+        if c.within:
+            predicted &= masks[WITHIN + c.name]
+        agreements[c.name] = agreement(predicted, masks[c.name], volume.geometry.voxel_volume_mm3)
     return VariantResult(case, variant, label_map, agreements)

@@ -1,14 +1,23 @@
 """`classical-ct`: the default CT engine, from anatomy and attenuation, with no weights.
 
-Steps (all in the canonical orientation, see `orientation.py`): landmarks (body, spine,
-lungs, vertebral levels, pelvis), the muscular body wall, the posterior groups around the
-spine, the wall groups, and the remainder of skeletal muscle. Labels are exclusive and
-cover each muscle wherever it is in view; the seed 000 region (lung base to the inferior
-aspect of L5) is reported as landmarks (`region_top_slice` at the lung base,
-`region_bottom_slice` at the inferior aspect of L5, source slice indices, and
-`region_complete` 1 when both are found), with `l3_slice` (mid-L3), so the measurement
-layer can restrict to them. Whatever cannot be found is left out and said in a note,
-never guessed.
+Steps (all in the canonical orientation, see `orientation.py`, on a grid of at most 3 mm
+slices and 1.5 mm pixels, see `working_grid.py`, labels mapped back to every source
+voxel): landmarks (body, spine and the patient's roll, lungs, hip bones, sacroiliac
+joints, vertebral levels), the muscular body wall, the posterior groups around the spine
+(psoas followed along z, `psoas.track_psoas`), the iliopsoas below L5 with the iliacus,
+the gluteal groups, the wall groups, and the remainder of skeletal muscle. Labels are
+exclusive and cover each muscle wherever it is in view. Whatever cannot be found is left
+out and said in a note, never guessed.
+
+`LabelMap.landmarks` (source slice indices, k as stored; "top" is the superior end):
+- `region_top_slice` (lung base), `region_bottom_slice` (inferior aspect of L5),
+  `region_complete` (1 when both are found): the seed 000 region;
+- `l3_slice` (mid-L3, only when L3 is whole in view);
+- `l1_top_slice`, `l1_bottom_slice` ... `l5_top_slice`, `l5_bottom_slice`: the vertebral
+  bodies named and whole in view;
+- `sacroiliac_top_slice`, `sacroiliac_bottom_slice`: the sacroiliac joints (sacrum);
+- `rib12_head_slice`: the lowest rib head, taken as the 12th.
+Absent keys were not found.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from myonode.dicom.anatomy import (
     ERECTOR,
     GLUTEUS_MAX,
     GLUTEUS_MED,
+    ILIOPSOAS_SIDES,
     LATERAL_ABD,
     OTHER_SKELETAL_MUSCLE,
     PSOAS,
@@ -32,14 +42,21 @@ from myonode.dicom.anatomy import (
 from myonode.infer.engines.body_wall import wall_band
 from myonode.infer.engines.landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
 from myonode.infer.engines.morphology import disk, largest_component, slice_disk, smooth_in_plane
-from myonode.infer.engines.muscle_groups_ct import gluteal_groups, muscle_range, partial_volume_rim
+from myonode.infer.engines.muscle_groups_ct import (
+    gluteal_groups,
+    iliacus,
+    muscle_range,
+    partial_volume_rim,
+)
 from myonode.infer.engines.orientation import Canonical, OrientationError, canonical
+from myonode.infer.engines.psoas import track_psoas
 from myonode.infer.engines.trunk_muscles import (
     cut_sides,
     posterior_floor,
     posterior_groups,
     wall_groups,
 )
+from myonode.infer.engines.working_grid import WorkingGrid
 
 VERSION = "0.1.0"
 SHEET_MM = 3.0  # posterior layer of the thoracolumbar fascia with the aponeuroses on it
@@ -49,6 +66,7 @@ SHEET_MM = 3.0  # posterior layer of the thoracolumbar fascia with the aponeuros
 _GROUPS: tuple[tuple[str, Structure], ...] = (
     *((f"erector_spinae_{s.side}", s) for s in ERECTOR),
     *((f"psoas_{s.side}", s) for s in PSOAS),
+    *((f"iliopsoas_{s.side}", s) for s in ILIOPSOAS_SIDES),
     *((f"quadratus_lumborum_{s.side}", s) for s in QUADRATUS),
     *((f"gluteus_maximus_{s.side}", s) for s in GLUTEUS_MAX),
     *((f"gluteus_medius_{s.side}", s) for s in GLUTEUS_MED),
@@ -85,8 +103,9 @@ class ClassicalCtEngine:
                 structures={},
                 notes=[f"Not segmented: {error}."],
             )
-        hu = view.view(volume.array).astype(np.float32)
-        labels, notes, landmarks = segment_canonical(hu, view.spacing)
+        source = view.view(volume.array)
+        grid = WorkingGrid.for_source(source.shape, view.spacing)
+        labels, notes, landmarks = segment_canonical(grid.down(source), grid.spacing)
         structures = {
             value: structure
             for value, (_key, structure) in enumerate(_GROUPS, start=1)
@@ -95,9 +114,9 @@ class ClassicalCtEngine:
         missing = [s.name for _key, s in _GROUPS if s not in structures.values()]
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
-        found = _source_landmarks(landmarks, view, hu.shape[0], notes)
+        found = _source_landmarks(landmarks, view, grid, notes)
         return LabelMap(
-            labels=view.restore(labels),
+            labels=view.restore(grid.up(labels, source, MUSCLE_HU[0])),
             structures=structures,
             notes=[*NOTES_ALWAYS, *notes],
             landmarks=found,
@@ -116,10 +135,16 @@ def segment_canonical(
     band, depth = wall_band(smooth > FAT_HU[1], landmarks.body, fat, spacing)
     attenuation = muscle_range(smooth, depth, landmarks.spine, spacing)
     muscle = (smooth >= attenuation.low) & (smooth <= attenuation.high) & ~landmarks.bone
-    below_ribs = np.ones(hu.shape[0], dtype=bool)
-    lower_limit = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
-    if lower_limit is not None:
-        below_ribs[lower_limit + 1 :] = False
+    lumbar = lumbar_slices(landmarks)
+    # Tissue the psoas is followed through along z: muscle attenuation (0 HU and up, as
+    # for the search), beneath the wall surface, clear of bone.
+    beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
+    psoas_tissue = muscle & (smooth >= 0.0) & beneath & ~landmarks.bone
+    lumbar_ks = np.nonzero(lumbar)[0]
+    lowest, highest = (int(lumbar_ks[0]), int(lumbar_ks[-1])) if len(lumbar_ks) else (0, 0)
+    # Where the pelvis is in view the psoas is followed down to its lowest slice.
+    pelvis_ks = np.nonzero(landmarks.pelvis.any(axis=(1, 2)))[0]
+    pelvic = int(pelvis_ks[0]) if len(pelvis_ks) else lowest
     # Growth stops at partial-volume fat planes (a quarter fat or more: below about
     # -15 HU for the erector, 0 HU for psoas and quadratus, which touch organs); holes
     # are filled afterwards, so fatty streaks inside a muscle stay part of it.
@@ -130,11 +155,26 @@ def segment_canonical(
         landmarks.bone,
         landmarks.spine,
         spacing,
-        below_ribs,
+        lumbar,
         floor=posterior_floor(landmarks.bone, landmarks.spine, spacing, landmarks.pelvis),
         sheet_mm=SHEET_MM,
+        psoas_z=lambda raw, _side: track_psoas(raw, psoas_tissue, spacing, pelvic, highest),
     )
-    masks |= gluteal_groups(muscle, depth, landmarks.pelvis, landmarks.spine, spacing)
+    # Below L5 the psoas crosses the pelvic brim and is joined by the iliacus: iliopsoas.
+    iliac = iliacus(psoas_tissue, landmarks.pelvis, landmarks.spine, spacing)
+    for side in ("left", "right"):
+        pelvic_part = masks[f"psoas_{side}"].copy()
+        pelvic_part[lowest:] = False
+        masks[f"psoas_{side}"][:lowest] = False
+        masks[f"iliopsoas_{side}"] = (pelvic_part | iliac[f"iliacus_{side}"]) & ~masks[
+            f"psoas_{side}"
+        ]
+    if landmarks.sacroiliac is not None:
+        # Below the sacroiliac joints the muscle behind the sacrum is gluteus maximus.
+        for side in ("left", "right"):
+            masks[f"erector_spinae_{side}"][: landmarks.sacroiliac[0]] = False
+        masks["other"][: landmarks.sacroiliac[0]] = False
+    masks |= gluteal_groups(muscle, smooth, depth, landmarks.pelvis, landmarks.spine, spacing)
     claimed = np.zeros(hu.shape, dtype=bool)
     for mask in masks.values():
         claimed |= mask
@@ -161,6 +201,22 @@ def segment_canonical(
     return labels, notes, landmarks
 
 
+def lumbar_slices(landmarks: CtLandmarks) -> np.ndarray:
+    """Slices where psoas and quadratus lumborum are sought beside the column: below the
+    12th rib (or the lung base) and, where the pelvis is in view, down to L5 (or to the top
+    of the sacroiliac joints); lower, the psoas leaves the column for the pelvic brim."""
+    out = np.ones(landmarks.body.shape[0], dtype=bool)
+    upper = landmarks.rib_head if landmarks.rib_head is not None else landmarks.lung_base
+    if upper is not None:
+        out[upper + 1 :] = False
+    l5 = landmarks.vertebra("L5")
+    if l5 is not None:
+        out[: l5.bottom] = False
+    elif landmarks.sacroiliac is not None:
+        out[: landmarks.sacroiliac[1]] = False
+    return out
+
+
 def limb_muscle(muscle: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Muscle in the arms lying beside the trunk (body parts apart from the trunk), skin
     excluded: skeletal muscle that belongs to the total but to no abdominal group."""
@@ -174,17 +230,28 @@ def limb_muscle(muscle: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np
 
 
 def _source_landmarks(
-    landmarks: CtLandmarks, view: Canonical, nk: int, notes: list[str]
+    landmarks: CtLandmarks, view: Canonical, grid: WorkingGrid, notes: list[str]
 ) -> dict[str, int | float]:
     """Landmark slices as indices of the source volume; absent ones are explained."""
     if view.order[0] != 0:
         notes.append("Slice landmarks omitted: the series is not stored as axial slices.")
         return {}
+    nk = grid.source_shape[0]
 
     def source(k: int) -> int:
+        k = grid.source_slice(k)
         return nk - 1 - k if view.flips[0] else k
 
     found: dict[str, int | float] = {"region_complete": 0}
+    for vertebra in landmarks.vertebrae:
+        if vertebra.complete:
+            found[f"{vertebra.name.lower()}_top_slice"] = source(vertebra.top)
+            found[f"{vertebra.name.lower()}_bottom_slice"] = source(vertebra.bottom)
+    if landmarks.sacroiliac is not None:
+        found["sacroiliac_bottom_slice"] = source(landmarks.sacroiliac[0])
+        found["sacroiliac_top_slice"] = source(landmarks.sacroiliac[1])
+    if landmarks.rib_head is not None:
+        found["rib12_head_slice"] = source(landmarks.rib_head)
     l3 = landmarks.vertebra("L3")
     if l3 is not None and l3.complete:
         found["l3_slice"] = source(l3.middle)

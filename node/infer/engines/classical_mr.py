@@ -43,6 +43,11 @@ from myonode.infer.engines.trunk_muscles import SIDES, SliceFrame, posterior_gro
 VERSION = "0.1.0"
 DEEP_MUSCLE_BELOW = 0.25
 SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
+ARCH_DEPTH_MM = 12.0
+ARCH_HALF_WIDTH = 1.2  # times the vertebral body radius
+SEPTUM_QUANTILE = 90.0
+SEPTUM_REACH_MM = 9.0
+SEPTUM_BAND_MM = 3.0
 
 _LUMBAR: tuple[tuple[str, Structure], ...] = (
     *((f"multifidus_{s.side}", s) for s in MULTIFIDUS_SIDES),
@@ -82,10 +87,15 @@ class ClassicalMrEngine:
         notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
-        spine, _mid = find_spine_mr(likeness, body, view.spacing)
-        if spine.present.sum() >= max(2, 0.5 * len(spine.present)):
-            masks, groups = lumbar_groups(likeness, body, spine, view.spacing), _LUMBAR
-            notes.append(f"Lumbar station: column found on {int(spine.present.sum())} slices.")
+        spine, _mid, psoas_slices = find_spine_mr(likeness, body, view.spacing)
+        if psoas_slices.sum() >= max(2, 0.5 * len(spine.present)):
+            masks = lumbar_groups(likeness, body, spine, psoas_slices, view.spacing)
+            groups = _LUMBAR
+            notes.append(
+                f"Lumbar station: column found from the psoas on {int(psoas_slices.sum())} "
+                f"slices, carried on beneath the back muscles on "
+                f"{int((spine.present & ~psoas_slices).sum())} more."
+            )
         else:
             masks, measured = thigh_compartments(likeness, body, view.spacing, MUSCLE_BELOW)
             groups = _THIGH
@@ -143,9 +153,14 @@ def _touches_edge(body: np.ndarray) -> bool:
 
 
 def lumbar_groups(
-    likeness: np.ndarray, body: np.ndarray, spine: Spine, spacing: np.ndarray
+    likeness: np.ndarray,
+    body: np.ndarray,
+    spine: Spine,
+    psoas_slices: np.ndarray,
+    spacing: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Paraspinal (split into multifidus and erector spinae), psoas and quadratus lumborum."""
+    """Paraspinal (split into multifidus and erector spinae) wherever the column is known;
+    psoas and quadratus lumborum on the slices where the column was found from the psoas."""
     smooth = smooth_in_plane(likeness, 1.0, spacing)
     fat = (smooth >= MUSCLE_BELOW) & body
     _band, depth = wall_band(~fat & body, body, fat, spacing)
@@ -160,7 +175,7 @@ def lumbar_groups(
         vertebra,
         spine,
         spacing,
-        np.ones(len(body), dtype=bool),
+        psoas_slices,
     )
     del masks["other"]  # bulges beside the paraspinals: not reported on MR
     beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
@@ -172,10 +187,17 @@ def lumbar_groups(
         )
         # The spinous process with its interspinous and supraspinous ligaments fills the
         # midline between the two multifidi; on T2 it is as dark as muscle, so its half
-        # width is kept free by anatomy.
+        # width is kept free by anatomy. So is the vertebral arch in front of the laminae:
+        # the pedicles run `ARCH_DEPTH_MM` back from the body and the spinal canal between
+        # them is about as wide as the body; CSF, ligamentum flavum and cortex may all be
+        # as dark as muscle.
         for k in np.nonzero(spine.present)[0]:
             frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
-            paraspinal[k] &= frame.toward(side) >= SPINOUS_HALF_WIDTH_MM
+            lateral = frame.toward(side)
+            arch = (lateral <= ARCH_HALF_WIDTH * frame.radius) & (
+                frame.forward > -frame.radius - ARCH_DEPTH_MM
+            )
+            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch
         masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
             paraspinal, smooth, spine, spacing, side
         )
@@ -213,26 +235,62 @@ def split_paraspinal(
     paraspinal: np.ndarray, smooth: np.ndarray, spine: Spine, spacing: np.ndarray, side: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multifidus (medial, against the spinous process and lamina) and erector spinae
-    (lateral), divided along the fatty septum between them by a watershed on fat-likeness."""
+    (lateral), divided along the fatty septum between them by a watershed on fat-likeness.
+
+    On one slice the septum can be faint, and a fat streak inside either muscle then
+    stops the flooding instead: the border jumps by 10-20 mm between neighbouring slices.
+    The multifidus narrows steadily from the sacrum upwards, so a first watershed from
+    broad markers gives each slice's border (`SEPTUM_QUANTILE` of the multifidus' lateral
+    reach), the median over the slices within `SEPTUM_REACH_MM` replaces it, and a second
+    watershed seeks the septum within `SEPTUM_BAND_MM` of that border."""
     multifidus = np.zeros_like(paraspinal)
     erector = np.zeros_like(paraspinal)
     spacing_ji = (float(spacing[1]), float(spacing[2]))
-    for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
-        frame = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing)
-        lateral = frame.toward(side)
+    ks = np.nonzero(paraspinal.any(axis=(1, 2)))[0]
+    border = np.full(len(paraspinal), np.nan)
+    slices = {}
+    for k in ks:
+        lateral = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing).toward(side)
         mask = paraspinal[k]
+        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
+        slices[k] = (lateral, mask, landscape)
         extent = float(lateral[mask].max())
-        markers = np.zeros(mask.shape, dtype=np.int32)
-        markers[mask & (lateral <= min(15.0, 0.3 * extent))] = 1
-        markers[mask & (lateral >= 0.65 * extent)] = 2
-        if len(np.unique(markers)) < 3:
+        basins = _watershed_between(
+            mask, landscape, lateral, min(15.0, 0.3 * extent), 0.65 * extent
+        )
+        if basins is not None and (basins == 1).any():
+            border[k] = np.percentile(lateral[basins == 1], SEPTUM_QUANTILE)
+    known = np.nonzero(~np.isnan(border))[0]
+    reach = round(SEPTUM_REACH_MM / float(spacing[0]))
+    for k in ks:
+        lateral, mask, landscape = slices[k]
+        near = known[np.abs(known - k) <= reach]
+        if not len(near):
             erector[k] = mask
             continue
-        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
-        basins = watershed(landscape, markers, mask=mask)
+        typical = float(np.median(border[near]))
+        basins = _watershed_between(
+            mask, landscape, lateral, typical - SEPTUM_BAND_MM, typical + SEPTUM_BAND_MM
+        )
+        if basins is None:
+            erector[k] = mask
+            continue
         multifidus[k] = basins == 1
         erector[k] = basins == 2
     return multifidus, erector
+
+
+def _watershed_between(
+    mask: np.ndarray, landscape: np.ndarray, lateral: np.ndarray, medial: float, outer: float
+) -> np.ndarray | None:
+    """Watershed of `mask` from markers medial of `medial` mm (1) and lateral of `outer`
+    mm (2); None when either marker is empty."""
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[mask & (lateral <= medial)] = 1
+    markers[mask & (lateral >= outer)] = 2
+    if len(np.unique(markers)) < 3:
+        return None
+    return watershed(landscape, markers, mask=mask)
 
 
 ENGINES = {

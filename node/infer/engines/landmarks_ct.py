@@ -9,7 +9,7 @@ engine turns that into an absent landmark and a note, never into a guess.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +41,9 @@ class Spine:
     center: np.ndarray  # (nk, 2) float, (j, i)
     radius_mm: np.ndarray  # (nk,) vertebral body radius
     present: np.ndarray  # (nk,) bool
+    # (nk,) degrees the patient is rolled: the direction from the vertebral body to the
+    # spinous process, from straight back (+j) towards the patient's left (+i). None: 0.
+    roll: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class CtLandmarks:
     vertebrae: list[Vertebra] = field(default_factory=list)
     lung_base: int | None = None  # most inferior slice containing lung
     rib_head: int | None = None  # slice of the lowest rib head (taken as the 12th rib)
+    sacroiliac: tuple[int, int] | None = None  # lowest, highest slice of the sacroiliac joints
     notes: list[str] = field(default_factory=list)
 
     def vertebra(self, name: str) -> Vertebra | None:
@@ -197,12 +201,46 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
     return Spine(center=center, radius_mm=np.where(present, radius, np.nan), present=present)
 
 
+def patient_roll(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:
+    """Per slice, how far the patient is rolled on the table (degrees, see `Spine.roll`).
+
+    The posterior elements (laminae, spinous process) lie symmetric about the plane
+    through the vertebral body and the spinous process: the direction from the body's
+    centre to the centroid of the bone 10-60 mm behind its back, within 35 degrees of
+    straight back, is the patient's "back". Slices disagree by noise; a running median over
+    60 mm is kept, and a roll beyond 30 degrees is not believed (0 is used instead).
+    """
+    nk = bone.shape[0]
+    sj, si = float(spacing[1]), float(spacing[2])
+    jj, ii = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
+    roll = np.full(nk, np.nan)
+    for k in np.nonzero(spine.present)[0]:
+        vj, vi = spine.center[k]
+        r = float(spine.radius_mm[k])
+        dj, di = (jj - vj) * sj, (ii - vi) * si
+        distance = np.hypot(dj, di)
+        angle = np.degrees(np.arctan2(di, dj))
+        behind = bone[k] & (distance >= r + 10.0) & (distance <= r + 60.0) & (np.abs(angle) <= 35.0)
+        if behind.sum() * sj * si >= 50.0:
+            roll[k] = float(np.degrees(np.arctan2(di[behind].mean(), dj[behind].mean())))
+    known = np.nonzero(~np.isnan(roll))[0]
+    if not len(known):
+        return np.zeros(nk)
+    reach = max(1, round(30.0 / float(spacing[0])))
+    steady = np.array([np.median(roll[known[np.abs(known - k) <= reach]]) for k in range(nk)])
+    return np.where(np.abs(steady) <= 30.0, steady, 0.0)
+
+
 def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Aerated lung: air regions deep inside the body whose voxels are mostly parenchyma.
 
     Bowel gas is nearly pure air (median below -930 HU); lung parenchyma with its vessels
-    has a median between -920 and -650 HU. Air trapped against the skin (between the back
-    and the table, in skin folds) is partial-volume air, excluded by requiring 5 mm of
+    has a median between -920 and -650 HU. Thin slices resampled, or a narrow loop, give
+    bowel gas a partial-volume median in that band too, but a third or more of it stays
+    below -950 HU, where normal lung has almost nothing (a quarter at most is allowed: a
+    severely emphysematous lung may be missed, and then the region has no top). Air
+    trapped against the skin (between the back and the table, in skin folds) is
+    partial-volume air, excluded by requiring 5 mm of
     tissue between the component and the body surface. A lung runs up to the top of an
     abdominal field of view with at least 5 cm3 (or is whole and large); a gas bubble with
     partial volume does neither (a lung cut within its lowest few millimetres is missed:
@@ -223,8 +261,9 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndar
         size = part.sum() * voxel_cm3
         if size < 5.0 or (not reaches_top and size < 200.0):
             continue
-        median = float(np.median(hu[box][part]))
-        if -920.0 <= median <= -650.0:
+        values = hu[box][part]
+        median = float(np.median(values))
+        if -920.0 <= median <= -650.0 and float(np.mean(values < -950.0)) <= 0.25:
             lungs[box] |= part
     return lungs
 
@@ -239,15 +278,22 @@ def _column_distance(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) 
     return out
 
 
-def lowest_rib_head(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> int | None:
+def lowest_rib_head(
+    bone: np.ndarray, spine: Spine, spacing: np.ndarray, pelvis: np.ndarray
+) -> int | None:
     """Slice of the lowest rib that articulates with the column, or None if none in view.
 
     Outside a 45 mm cylinder around the vertebral bodies, a rib is a bone component that
     touches the cylinder (its head) and reaches more than 85 mm from the column; lumbar
     transverse processes stop short of that. The head is the rib's point nearest the column.
+    Ribs lie above the pelvis: nothing at or below the top of the hip bones is a rib.
     """
     distance = _column_distance(bone.shape, spine, spacing)
-    outside = bone & (distance >= 45.0) & spine.present[:, np.newaxis, np.newaxis]
+    above_pelvis = spine.present.copy()
+    pelvis_slices = np.nonzero(pelvis.any(axis=(1, 2)))[0]
+    if len(pelvis_slices):
+        above_pelvis[: pelvis_slices.max() + 1] = False
+    outside = bone & (distance >= 45.0) & above_pelvis[:, np.newaxis, np.newaxis]
     labelled, _count = ndimage.label(outside, structure=np.ones((3, 3, 3)))
     heads = []
     for number, box in enumerate(ndimage.find_objects(labelled), start=1):
@@ -263,57 +309,93 @@ def lowest_rib_head(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> int 
     return min(heads) if heads else None
 
 
-def find_pelvis(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:
-    """Iliac bones: large bone components on both sides, lateral to the vertebral column."""
+def find_pelvis(
+    bone: np.ndarray, spine: Spine, spacing: np.ndarray, lung_base: int | None = None
+) -> np.ndarray:
+    """Hip bones (and the femora below them): per side of the midline, the large, thick
+    pieces of bone lateral to the vertebral column (30 cm3 or more in all).
+
+    Each side is taken apart from the other 30 mm from the midline, since the sacrum and
+    the pubic symphysis join the two hip bones into one piece of bone, and the posterior
+    vertebral elements would join them to the column. A rib is long in z too, but
+    thin: a hip bone has a far larger cross-section. The scapulae are as thick, but lie
+    beside the lungs: bone whose centre is above the lung base is not the pelvis. Both
+    sides must be found, or none is returned.
+    """
     distance = _column_distance(bone.shape, spine, spacing)
-    candidates = bone & (distance >= 45.0)
-    labelled, _count = ndimage.label(candidates, structure=np.ones((3, 3, 3)))
+    nk, _nj, ni = bone.shape
+    ks = np.nonzero(spine.present)[0]
+    if not len(ks):
+        return np.zeros_like(bone)
+    # Below the column's lowest detection its last position stands for the midline.
+    midline = np.interp(np.arange(nk), ks, spine.center[ks, 1])
+    distance[~spine.present] = np.inf
+    ii = np.arange(ni)[np.newaxis, np.newaxis, :]
+    offset_mm = (ii - midline[:, np.newaxis, np.newaxis]) * float(spacing[2])
+    # The posterior elements (spinous processes, laminae) lie far behind the vertebral
+    # body but within 30 mm of the midline; the hip bones lie further out.
+    candidates = bone & (distance >= 45.0) & (np.abs(offset_mm) >= 30.0)
+    left = offset_mm > 0
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
     pelvis = np.zeros_like(bone)
-    sides = set()
-    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
-        if box is None:
-            continue
-        part = labelled[box] == number
-        if part.sum() * voxel_cm3 < 30.0:
-            continue
-        ks = np.nonzero(part)[0] + box[0].start
-        if not spine.present[ks].all():
-            continue
-        centre_i = np.nonzero(part)[2].mean() + box[2].start
-        side_i = np.mean([spine.center[k, 1] for k in ks])
-        extent_z = (ks.max() - ks.min() + 1) * float(spacing[0])
-        # A rib is long in z too, but thin: iliac bone has a far larger cross-section.
-        if part.sum() * voxel_cm3 / max(extent_z / 10.0, 0.1) < 1.5:
-            continue
-        sides.add("left" if centre_i > side_i else "right")
-        pelvis[box] |= part
-    return pelvis if sides == {"left", "right"} else np.zeros_like(bone)
+    for side in (left, ~left):
+        labelled, _count = ndimage.label(candidates & side, structure=np.ones((3, 3, 3)))
+        found = np.zeros_like(bone)
+        for number, box in enumerate(ndimage.find_objects(labelled), start=1):
+            part = labelled[box] == number
+            size = float(part.sum()) * voxel_cm3
+            zs = np.nonzero(part)[0] + box[0].start
+            extent_cm = (zs.max() - zs.min() + 1) * float(spacing[0]) / 10.0
+            if size < 10.0 or size / max(extent_cm, 0.1) < 1.5:
+                continue
+            if lung_base is not None and zs.mean() >= lung_base:
+                continue
+            found[box] |= part
+        if found.sum() * voxel_cm3 < 30.0:
+            return np.zeros_like(bone)
+        pelvis |= found
+    return pelvis
 
 
-def sacroiliac_top(
+def sacroiliac_joints(
     bone: np.ndarray, pelvis: np.ndarray, spine: Spine, spacing: np.ndarray
-) -> int | None:
-    """Most superior slice where the column's bone meets the iliac bone on both sides.
+) -> tuple[int, int] | None:
+    """Lowest and highest slice where the column's bone meets the iliac bone on both sides.
 
     That is the sacrum (ala against ilium at the sacroiliac joints); above it, at L5,
     the transverse processes stay clear of the iliac crests. Bone is dilated by 2.5 mm
-    so the joint space itself does not separate the two.
+    (one pixel at least) so the joint space itself does not separate the two.
     """
     if not pelvis.any():
         return None
-    element = disk(2.5, (float(spacing[1]), float(spacing[2])))
-    for k in sorted(np.nonzero(spine.present & pelvis.any(axis=(1, 2)))[0], reverse=True):
+    sj, si = float(spacing[1]), float(spacing[2])
+    element = disk(max(2.5, sj, si), (sj, si))
+    jj, ii = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
+    joined_slices = []
+    for k in np.nonzero(spine.present & pelvis.any(axis=(1, 2)))[0]:
         labelled, _count = ndimage.label(ndimage.binary_dilation(bone[k], element))
-        vj, vi = np.round(spine.center[k]).astype(int)
-        column = labelled[vj, vi]
-        if column == 0:
+        vj, vi = spine.center[k]
+        # The body's centre may be cancellous bone below the cortical threshold: the
+        # column is the bone piece that holds most of the vertebral body's disk.
+        body = np.hypot((jj - vj) * sj, (ii - vi) * si) <= spine.radius_mm[k]
+        pieces = np.bincount(labelled[body], minlength=2)[1:]
+        if not pieces.any():
             continue
-        joined = (labelled == column) & pelvis[k]
-        ii = np.nonzero(joined)[1]
-        if (ii < vi).any() and (ii > vi).any():
-            return int(k)
-    return None
+        column = int(np.argmax(pieces)) + 1
+        columns = np.nonzero((labelled == column) & pelvis[k])[1]
+        if (columns < vi).any() and (columns > vi).any():
+            joined_slices.append(int(k))
+    if not joined_slices:
+        return None
+    # The joints run down from their top without a break (gaps of up to 10 mm bridged);
+    # lower contacts belong to the lower pelvis, not to the sacroiliac joints.
+    gap = max(1, round(10.0 / float(spacing[0])))
+    bottom = top = joined_slices[-1]
+    for k in reversed(joined_slices[:-1]):
+        if bottom - k > gap:
+            break
+        bottom = k
+    return bottom, top
 
 
 def disc_evidence(hu: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:
@@ -384,7 +466,8 @@ def name_vertebrae(
     """Name the vertebrae L1..L5 from the 12th rib and/or the sacrum.
 
     The lowest rib articulating with the column is taken as the 12th (its vertebra is
-    T12); the lowest boundary above the sacroiliac joints is taken as L5/S1. With both
+    T12); the vertebra above the sacroiliac joints (or whose lowest third they reach) is
+    taken as L5. With both
     anchors the counts must agree (five lumbar vertebrae), otherwise nothing is named:
     transitional anatomy or a detection error, and a wrong level is worse than none.
     Vertebrae cut by the field of view are named but marked incomplete.
@@ -406,9 +489,14 @@ def name_vertebrae(
         if t12 is not None:
             from_rib = t12 - 1  # index of L1 (segments run inferior to superior)
     if sacrum_top is not None:
-        above = [n for n, (lo, _hi, _c) in enumerate(segments) if lo > sacrum_top]
-        if above and segments[above[0]][0] - sacrum_top <= 40:
-            from_sacrum = above[0] + 4  # L5 is the first segment above the sacrum
+        # The sacrum meets the ilia from the level of its first segment up; a sloped sacrum
+        # brings the joint beside the lowest third of L5 (its ala rises behind the body).
+        l5 = next(
+            (n for n, (lo, hi, _c) in enumerate(segments) if sacrum_top < lo + (hi - lo) / 3.0),
+            None,
+        )
+        if l5 is not None:
+            from_sacrum = l5 + 4  # index of L1
     if from_rib is not None and from_sacrum is not None and from_rib != from_sacrum:
         notes.append(
             "Vertebral levels not named: counting from the 12th rib and from the sacrum "
@@ -453,18 +541,20 @@ def ct_landmarks(hu: np.ndarray, spacing: np.ndarray) -> CtLandmarks:
             "Vertebral column not found: no vertebral level, region or spine-based muscle."
         )
         return landmarks
-    landmarks.pelvis = find_pelvis(bone, spine, spacing)
+    lung_slices = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if len(lung_slices):
+        landmarks.lung_base = int(lung_slices.min())
+    spine = landmarks.spine = replace(spine, roll=patient_roll(bone, spine, spacing))
+    landmarks.pelvis = find_pelvis(bone, spine, spacing, landmarks.lung_base)
     evidence = disc_evidence(hu, spine, spacing)
     boundaries = vertebral_boundaries(evidence, spine.present, spacing)
-    landmarks.rib_head = lowest_rib_head(bone, spine, spacing)
+    landmarks.rib_head = lowest_rib_head(bone, spine, spacing, landmarks.pelvis)
+    landmarks.sacroiliac = sacroiliac_joints(bone, landmarks.pelvis, spine, spacing)
     landmarks.vertebrae, notes = name_vertebrae(
         boundaries,
         spine.present,
         landmarks.rib_head,
-        sacroiliac_top(bone, landmarks.pelvis, spine, spacing),
+        None if landmarks.sacroiliac is None else landmarks.sacroiliac[1],
     )
     landmarks.notes += notes
-    lung_slices = np.nonzero(lungs.any(axis=(1, 2)))[0]
-    if len(lung_slices):
-        landmarks.lung_base = int(lung_slices.min())
     return landmarks

@@ -9,6 +9,8 @@ local level of fat, the brightest tissue on T1 and T2 fast spin echo. Arrays are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
@@ -120,15 +122,48 @@ def back_surface(
     return out
 
 
+PSOAS_MIN_AREA_MM2 = 200.0
+# The psoas arises from the sides of the vertebral bodies (half width 15-28 mm): its
+# medial edge lies this far (mm) from the midline.
+PSOAS_MEDIAL_MM = (12.0, 40.0)
+
+
+@dataclass(frozen=True)
+class _Bulge:
+    """A dark bulge that may be one psoas: its row, lateral offset (mm from the midline,
+    + towards the left), depth ahead of the back muscles (mm), area (mm2) and the distance
+    of its medial edge from the midline (mm)."""
+
+    row: float
+    x: float
+    ahead: float
+    area: float
+    medial: float
+
+
+COLUMN_BEYOND_PSOAS_MM = 24.0
+
+
 def find_spine_mr(
     likeness: np.ndarray, body: np.ndarray, spacing: np.ndarray
-) -> tuple[Spine, np.ndarray]:
-    """The vertebral column on MR from the two psoas muscles, and the midline per slice.
+) -> tuple[Spine, np.ndarray, np.ndarray]:
+    """The vertebral column on MR, the midline per slice, and the slices where the column
+    was placed from the psoas muscles.
 
     Marrow is bright on T1 and dark on T2, but the psoas muscles are dark on every fat-bright
-    sequence: a symmetric pair of large dark bulges either side of the midline, 40-140 mm
-    in front of the back muscles. The vertebral body lies between them; its radius is
-    the half gap between their medial edges. Slices without such a pair have no column.
+    sequence: a symmetric pair of dark bulges either side of the midline, 40-140 mm in
+    front of the back muscles, their medial edges against the side of the vertebral body
+    (`PSOAS_MEDIAL_MM` from the midline: the aorta, the vena cava and the crura, as dark as
+    muscle on a fat fraction map, lie closer in front of it; kidneys and quadratus
+    lumborum further out). The vertebral body lies between them; its radius is the half
+    gap between their medial edges.
+
+    Near the top of the lumbar spine the psoas thins out (it arises at T12-L1) and is no
+    longer found, while the back muscles go on unchanged. For up to
+    `COLUMN_BEYOND_PSOAS_MM` above the highest psoas slice the column is carried on at the
+    same depth beneath the back muscles' surface and with the same radius: those slices
+    are in `spine.present` but not in the returned psoas slices. Not below: at the
+    sacrum the psoas leaves the column and the back muscles turn aponeurotic.
     """
     nk = likeness.shape[0]
     sj, si = float(spacing[1]), float(spacing[2])
@@ -138,48 +173,74 @@ def find_spine_mr(
     dark = ndimage.binary_opening(dark & body, disk(3.0, (sj, si))[np.newaxis])
     detections = np.full((nk, 2), np.nan)
     radius = np.full(nk, np.nan)
-    for k in range(nk):
-        if np.isnan(back[k]):
-            continue
-        pair = psoas_pair(dark[k], mid[k], back[k], (sj, si))
+    for k in np.nonzero(~np.isnan(back))[0]:
+        pair = psoas_pair(psoas_candidates(dark[k], mid[k], back[k], (sj, si)))
         if pair is None:
             continue
-        (left, right) = pair
-        rows = np.concatenate([np.nonzero(left)[0], np.nonzero(right)[0]])
-        medial = [np.abs(np.nonzero(side)[1] - mid[k]).min() * si for side in (left, right)]
-        detections[k] = (float(np.median(rows)), mid[k])
-        radius[k] = max(10.0, float(np.mean(medial)))
-    return track_column(detections, radius, spacing), mid
+        detections[k] = (float(np.mean([b.row for b in pair])), mid[k])
+        radius[k] = max(10.0, float(np.mean([b.medial for b in pair])))
+    spine = track_column(detections, radius, spacing)
+    from_psoas = spine.present.copy()
+    _carry_on(spine, back, mid, spacing)
+    return spine, mid, from_psoas
 
 
-def psoas_pair(
+def _carry_on(spine: Spine, back: np.ndarray, mid: np.ndarray, spacing: np.ndarray) -> None:
+    """Extend the column above its psoas slices at a constant depth beneath `back`."""
+    ks = np.nonzero(spine.present)[0]
+    if not len(ks) or np.isnan(back[ks.max()]):
+        return
+    top = int(ks.max())
+    depth = back[top] - spine.center[top, 0]
+    reach = int(COLUMN_BEYOND_PSOAS_MM / float(spacing[0]))
+    for k in range(top + 1, min(top + reach + 1, len(back))):
+        if np.isnan(back[k]) or np.isnan(mid[k]):
+            break
+        spine.center[k] = (back[k] - depth, mid[k])
+        spine.radius_mm[k] = spine.radius_mm[top]
+        spine.present[k] = True
+
+
+def psoas_candidates(
     dark: np.ndarray, mid: float, back: float, spacing_ji: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The most symmetric pair of large dark bulges beside the midline (one slice).
+) -> list[_Bulge]:
+    """The dark bulges of one slice placed where a psoas can lie.
 
     Psoas, vertebral body and bowel touch each other, so the dark tissue is first cut into
     bulges at its necks (watershed of the distance map)."""
     sj, si = spacing_ji
     labelled, _tops = bulges(dark, spacing_ji)
-    candidates = {"left": [], "right": []}
+    out = []
     for number, box in enumerate(ndimage.find_objects(labelled), start=1):
+        if box is None:
+            continue
         part = labelled[box] == number
-        area = part.sum() * sj * si
-        if area < 200.0:
+        area = float(part.sum() * sj * si)
+        if area < PSOAS_MIN_AREA_MM2:
             continue
         rows, cols = np.nonzero(part)
-        j = rows.mean() + box[0].start
         x = (cols.mean() + box[1].start - mid) * si
-        ahead = (back - j) * sj
-        if not (20.0 <= abs(x) <= 100.0 and 40.0 <= ahead <= 140.0):
-            continue
-        candidates["left" if x > 0 else "right"].append((number, j, x, area))
+        ahead = (back - (rows.mean() + box[0].start)) * sj
+        medial = float(np.abs(cols + box[1].start - mid).min() * si)
+        if (
+            20.0 <= abs(x) <= 100.0
+            and 40.0 <= ahead <= 140.0
+            and PSOAS_MEDIAL_MM[0] <= medial <= PSOAS_MEDIAL_MM[1]
+        ):
+            out.append(_Bulge(rows.mean() + box[0].start, x, ahead, area, medial))
+    return out
+
+
+def psoas_pair(candidates: list[_Bulge]) -> tuple[_Bulge, _Bulge] | None:
+    """The most symmetric pair of candidates, one either side of the midline."""
     best = None
-    for nl, jl, xl, al in candidates["left"]:
-        for nr, jr, xr, ar in candidates["right"]:
-            asymmetry = abs(xl + xr) / 10.0 + abs(jl - jr) * sj / 10.0 + abs(np.log(al / ar))
+    for left in (b for b in candidates if b.x > 0):
+        for right in (b for b in candidates if b.x < 0):
+            asymmetry = (
+                abs(left.x + right.x) / 10.0
+                + abs(left.ahead - right.ahead) / 10.0
+                + abs(np.log(left.area / right.area))
+            )
             if asymmetry < 3.0 and (best is None or asymmetry < best[0]):
-                best = (asymmetry, nl, nr)
-    if best is None:
-        return None
-    return labelled == best[1], labelled == best[2]
+                best = (asymmetry, left, right)
+    return None if best is None else (best[1], best[2])

@@ -6,9 +6,11 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
+from skimage.segmentation import watershed
 
 from myonode.infer.engines.landmarks_ct import MUSCLE_HU, Spine
-from myonode.infer.engines.morphology import disk, split_bulges
+from myonode.infer.engines.morphology import disk, grow_from, split_bulges
 from myonode.infer.engines.trunk_muscles import SIDES, SliceFrame
 
 
@@ -69,17 +71,20 @@ def partial_volume_rim(
 
 def gluteal_groups(
     muscle: np.ndarray,
+    hu: np.ndarray,
     depth: np.ndarray,
     pelvis: np.ndarray,
     spine: Spine,
     spacing: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Gluteus medius and maximus on slices through the iliac wings.
+    """Gluteus medius and maximus on slices through the hip bones.
 
-    The gluteal muscles cover the outer (posterolateral) surface of the iliac wing; seen
-    from the pelvic centre they lie beyond the bone. The gluteus medius is the bulge lying
-    on the bone, the gluteus maximus the bulge behind it, separated by a fat plane. Not
-    validated against a reference (the shared cases end above the pelvis).
+    The gluteal muscles cover the outer surface of the iliac wing and the back of the hip
+    joint: outside the pelvic ring (the convex hull of the hip bones on the slice) and
+    behind the front of the hip bone, beneath the body-wall surface. Thin bridges (fascia,
+    vessels) are cut by growing through tissue of muscle thickness only. The gluteus medius
+    (with the minimus beneath it) lies on the bone, the gluteus maximus behind and outside
+    it, across a fat plane: a watershed of the (smoothed) attenuation `hu` from both.
     """
     shape = muscle.shape
     out = {
@@ -89,29 +94,64 @@ def gluteal_groups(
     }
     sj, si = float(spacing[1]), float(spacing[2])
     jj, ii = np.mgrid[0 : shape[1], 0 : shape[2]]
+    near_bone = disk(8.0, (sj, si))
     for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
         midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
-        bone_sides = {"left": pelvis[k] & (ii > midline), "right": pelvis[k] & (ii <= midline)}
-        if not all(b.any() for b in bone_sides.values()):
-            continue
-        centres = [ndimage.center_of_mass(b) for b in bone_sides.values()]
-        pj = float(np.mean([c[0] for c in centres]))
-        pi = float(np.mean([c[1] for c in centres]))
-        dj, di = (jj - pj) * sj, (ii - pi) * si
-        theta = ((np.degrees(np.arctan2(dj, di)) + 360.0) % 360.0).astype(int)
-        radius = np.hypot(dj, di)
+        hull = convex_hull_image(pelvis[k])
         beneath = np.nan_to_num(depth[k], nan=-1.0) >= 0.0
-        for side, bone in bone_sides.items():
-            reach = np.zeros(360)
-            np.maximum.at(reach, theta[bone], radius[bone])
-            beyond = (reach[theta] > 0) & (radius > reach[theta])
+        for side in SIDES:
             lateral = ii > midline if side == "left" else ii <= midline
-            gluteal = muscle[k] & beneath & beyond & lateral
+            bone = pelvis[k] & lateral
+            if not bone.any():
+                continue
+            front = np.nonzero(bone)[0].min()
+            region = muscle[k] & beneath & lateral & ~hull & (jj >= front)
+            seeds = region & ndimage.binary_dilation(bone, near_bone)
+            gluteal = grow_from(region, seeds, 2.0, (sj, si))
             if not gluteal.any():
                 continue
-            on_bone = ndimage.binary_dilation(bone, disk(5.0, (sj, si)))
-            medius = split_bulges(gluteal, on_bone, (sj, si))
-            out[f"gluteus_medius_{side}"][k] = medius
-            behind = jj > np.nonzero(bone)[0].mean()
-            out[f"gluteus_maximus_{side}"][k] = gluteal & ~medius & behind
+            # The medius lies on the bone in front of its back edge; the maximus covers
+            # it from behind and outside, more than 35 mm from the bone or behind the
+            # back edge. Between the two the fat plane (low attenuation) decides.
+            from_bone = ndimage.distance_transform_edt(~bone, sampling=(sj, si))
+            back_edge = np.nonzero(bone)[0].max()
+            markers = np.zeros(gluteal.shape, dtype=np.int32)
+            markers[gluteal & (from_bone > 35.0)] = 2
+            markers[gluteal & (jj > back_edge + 10.0 / sj)] = 2
+            markers[gluteal & (from_bone <= 10.0) & (jj <= back_edge)] = 1
+            if not (markers == 1).any():
+                out[f"gluteus_maximus_{side}"][k] = gluteal
+                continue
+            parts = watershed(-hu[k], markers, mask=gluteal)
+            out[f"gluteus_medius_{side}"][k] = parts == 1
+            out[f"gluteus_maximus_{side}"][k] = parts == 2
+    return out
+
+
+def iliacus(
+    tissue: np.ndarray, pelvis: np.ndarray, spine: Spine, spacing: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The iliacus of each side: the flat muscle lining the inner surface of the iliac wing.
+
+    Inside the pelvic ring (the convex hull of the hip bones on the slice), muscle
+    attenuation `tissue` grown from the bone's inner surface through tissue of muscle
+    thickness, keeping the bulges whose deepest point lies within 20 mm of the bone: the
+    iliacus is a sheet on the bone, a bowel loop against it bulges away from it.
+    """
+    shape = tissue.shape
+    out = {f"iliacus_{side}": np.zeros(shape, dtype=bool) for side in SIDES}
+    sj, si = float(spacing[1]), float(spacing[2])
+    ii = np.arange(shape[2])[np.newaxis, :]
+    for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
+        midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
+        hull = convex_hull_image(pelvis[k])
+        for side in SIDES:
+            lateral = ii > midline if side == "left" else ii <= midline
+            bone = pelvis[k] & lateral
+            if not bone.any():
+                continue
+            from_bone = ndimage.distance_transform_edt(~bone, sampling=(sj, si))
+            region = tissue[k] & hull & lateral & (from_bone <= 40.0)
+            grown = grow_from(region, region & (from_bone <= 6.0), 2.0, (sj, si))
+            out[f"iliacus_{side}"][k] = split_bulges(grown, from_bone <= 20.0, (sj, si))
     return out

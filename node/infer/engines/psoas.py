@@ -54,3 +54,68 @@ def psoas_along_z(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     sj, si = float(spacing[1]), float(spacing[2])
     sections = np.stack([oval_section(m, (sj, si)) for m in mask])
     return follow_upward(sections, spacing)
+
+
+def _parts_touching(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The connected parts of `candidates` (one slice) that overlap `seeds`."""
+    labelled, _count = ndimage.label(candidates)
+    keep = np.unique(labelled[seeds & candidates])
+    return np.isin(labelled, keep[keep != 0])
+
+
+def track_psoas(
+    raw: np.ndarray,
+    candidates: np.ndarray,
+    spacing: np.ndarray,
+    lowest: int = 0,
+    highest: int | None = None,
+) -> np.ndarray:
+    """One side's psoas on CT (canonical slices, k superior, from `lowest` to `highest`),
+    followed through the slices where the per-slice search (`raw`) missed it.
+
+    It starts on the lowest slice where the search found at least half of its largest
+    section (the psoas is thickest low in the lumbar spine; a smaller find below that is
+    something else, or a sliver). Upward, as `follow_upward` (the psoas narrows towards
+    its origins), except that a slice whose search kept less than half of the section
+    below while the search finds it again within 8 mm above (a fat streak, a vessel
+    across it) takes the muscle-attenuation tissue (`candidates`) overlapping the section
+    below, within the border movement. Downward the psoas widens towards the pelvic brim
+    and lies ever further from the vertebral body, where the search does not reach: a
+    slice whose search kept less than half of the section above takes the tissue that
+    overlaps that section, within the same border movement. Thin tags are cut
+    (`oval_section`).
+    """
+    sj, si = float(spacing[1]), float(spacing[2])
+    margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
+    element = disk(margin, (sj, si))
+    reach = max(1, int(8.0 / float(spacing[0])))
+    top = raw.shape[0] - 1 if highest is None else highest
+    sections = np.stack([oval_section(m, (sj, si)) for m in raw])
+    sections[:lowest] = False
+    sections[top + 1 :] = False
+    out = np.zeros_like(raw)
+    areas = sections.sum(axis=(1, 2))
+    if not areas.any():
+        return out
+    start = int(np.nonzero(areas >= 0.5 * areas.max())[0][0])
+    out[start] = sections[start]
+    for k in range(start + 1, top + 1):
+        below = out[max(start, k - reach) : k].any(axis=0)
+        if not below.any():
+            break
+        near = ndimage.binary_dilation(below, element)
+        out[k] = sections[k] & near
+        bridged = sections[k + 1 : k + 1 + reach].any(axis=0) & near
+        if out[k].sum() < 0.5 * out[k - 1].sum() and bridged.any():
+            grown = _parts_touching(candidates[k] & near, below) | out[k]
+            out[k] = oval_section(grown, (sj, si))
+    for k in range(start - 1, lowest - 1, -1):
+        above = out[k + 1]
+        if not above.any():
+            break
+        near = ndimage.binary_dilation(above, element)
+        out[k] = sections[k] & near
+        if out[k].sum() < 0.5 * above.sum():
+            grown = _parts_touching((candidates[k] | sections[k]) & near, above)
+            out[k] = oval_section(grown, (sj, si))
+    return out

@@ -12,6 +12,7 @@ Sides follow the canonical orientation: array index i increases towards the pati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +42,18 @@ class SliceFrame:
         spacing: np.ndarray,
         origin: tuple[int, int] = (0, 0),
     ):
-        """The frame of slice k for an array of `shape` whose pixel (0, 0) is `origin`."""
+        """The frame of slice k for an array of `shape` whose pixel (0, 0) is `origin`,
+        turned with the patient's roll where the spine gives one (`Spine.roll`)."""
         jj, ii = np.mgrid[0 : shape[0], 0 : shape[1]]
         vj, vi = spine.center[k] - np.asarray(origin)
+        dj, di = (jj - vj) * float(spacing[1]), (ii - vi) * float(spacing[2])
+        roll = 0.0 if spine.roll is None else float(np.radians(spine.roll[k]))
+        if roll == 0.0:
+            return cls(forward=-dj, lateral=di, radius=float(spine.radius_mm[k]))
+        cos, sin = np.cos(roll), np.sin(roll)
         return cls(
-            forward=(vj - jj) * float(spacing[1]),
-            lateral=(ii - vi) * float(spacing[2]),
+            forward=-(dj * cos + di * sin),
+            lateral=di * cos - dj * sin,
             radius=float(spine.radius_mm[k]),
         )
 
@@ -201,6 +208,11 @@ def _erector(
         # on with a finer radius.
         gutter = w.tissue & region & w.under_sheet & (w.bone_mm <= GUTTER_MM)
         es |= grow_from(gutter | es, es, 1.5, spacing_ji) & gutter
+        # Behind the plane of the transverse processes, thick muscle joined to the
+        # erector by a neck thinner than the first growth allowed (the iliocostalis
+        # across a fat streak) is erector too.
+        lateral_part = w.tissue & region & w.under_sheet & (w.depth >= 10.0)
+        es |= grow_from(lateral_part | es, es, 2.5, spacing_ji) & lateral_part
     # A voxel touching the posterior elements straddles the bone surface (cortex,
     # periosteum, the tendinous attachments of multifidus and rotatores): not muscle.
     es &= ~w.bone_rim
@@ -240,10 +252,17 @@ def _psoas(
 
 
 def _quadratus(
-    w: _Window, side: str, erector: np.ndarray, psoas: np.ndarray, spacing_ji: tuple[float, float]
+    w: _Window,
+    side: str,
+    erector: np.ndarray,
+    psoas: np.ndarray,
+    spacing_ji: tuple[float, float],
+    floor: np.ndarray | None = None,
 ) -> np.ndarray:
     """Quadratus lumborum of one side on one slice: lateral to the transverse process,
-    in front of the erector, touching it or the psoas."""
+    in front of the erector, touching it or the psoas. Where the posterior elements are
+    shown (`floor`), it lies in front of the plane of the transverse processes (the
+    middle layer of the thoracolumbar fascia); behind it is the erector's iliocostalis."""
     frame, r = w.frame, w.frame.radius
     lateral = frame.toward(side)
     region = (
@@ -254,6 +273,8 @@ def _quadratus(
         & ~erector
         & ~psoas
     )
+    if floor is not None:
+        region &= frame.forward >= floor_map(floor, lateral)
     touching = ndimage.binary_dilation(erector | psoas, disk(4.0, spacing_ji))
     ql = grow_from(w.deep & region, touching & w.deep & region, 2.5, spacing_ji)
     # The quadratus is a flat muscle; a thick bulge in its place is the kidney.
@@ -291,6 +312,7 @@ def posterior_groups(
     abdominal: np.ndarray,
     floor: np.ndarray | None = None,
     sheet_mm: float = 0.0,
+    psoas_z: Callable[[np.ndarray, str], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Erector spinae (with multifidus), psoas and quadratus lumborum, per side, and the
     other back muscles met on the way ("other").
@@ -303,7 +325,8 @@ def posterior_groups(
     subcutaneous fat, never muscle.
     Psoas and quadratus lumborum are only sought on `abdominal` slices (below the 12th
     rib): above it the diaphragmatic crura and intercostal muscles sit where they would.
-    The psoas is followed along z before the quadratus is placed beside it.
+    The psoas is followed along z before the quadratus is placed beside it, by
+    `psoas_z(mask, side)` where the modality gives one (else `psoas.psoas_along_z`).
     `floor` (`posterior_floor`), where the modality shows the posterior vertebral elements,
     bounds the erector in front; the outer `sheet_mm` beneath the subcutaneous fat is the
     posterior layer of the thoracolumbar fascia with the aponeuroses on it, not erector.
@@ -344,7 +367,10 @@ def posterior_groups(
             if abdominal[k]:
                 groups[f"psoas_{side}"][k][box] = _psoas(w, side, es, spacing_ji)
     for side in SIDES:
-        groups[f"psoas_{side}"] = psoas_along_z(groups[f"psoas_{side}"], spacing)
+        raw = groups[f"psoas_{side}"]
+        groups[f"psoas_{side}"] = (
+            psoas_along_z(raw, spacing) if psoas_z is None else psoas_z(raw, side)
+        )
         erector = groups[f"erector_spinae_{side}"] = _along_z(
             groups[f"erector_spinae_{side}"], muscle, windows
         )
@@ -355,7 +381,9 @@ def posterior_groups(
         for side in SIDES:
             es = groups[f"erector_spinae_{side}"][k][w.box]
             ps = groups[f"psoas_{side}"][k][w.box]
-            groups[f"quadratus_lumborum_{side}"][k][w.box] = _quadratus(w, side, es, ps, spacing_ji)
+            groups[f"quadratus_lumborum_{side}"][k][w.box] = _quadratus(
+                w, side, es, ps, spacing_ji, None if floor is None else floor[k, SIDES.index(side)]
+            )
     return groups
 
 

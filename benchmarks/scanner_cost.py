@@ -1,0 +1,90 @@
+"""Cost of processing what a scanner sends: a 512 x 512 x 300 CT, against decoding it.
+
+    .venv/bin/python benchmarks/scanner_cost.py [--data DIR] [--slices 300] [--workdir DIR]
+
+Builds a series of 512 x 512 images of 0.7 mm pixels and 1.1 mm slices from the shared
+abdomen-pelvis CT (`support.robustness.resampled`), writes it as CT Image Storage files,
+then measures in the same run:
+  1. pydicom decoding every file to pixels (dcmread + pixel_array), in this process: the
+     floor any DICOM node pays for reading the series;
+  2. `myonode process` of the folder (ingest, routing, classical-ct, SEG, SR) in a child
+     process: wall time and peak resident memory (getrusage of the child).
+Prints both, their ratio and peak RSS beside the aims (at most 20x, at most 2.5 GB).
+Exit status 2 without the shared data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from myonode.app.demo.shared_data import shared_data_dir
+from myonode.app.demo.synthetic import write_ct_series
+from myonode.core.volume import load_nifti, with_positive_axes
+
+from support.robustness import resampled
+
+
+def build_series(data: Path, out: Path, slices: int) -> int:
+    """Write the scanner-resolution series; returns the number of files."""
+    volume = with_positive_axes(load_nifti(data / "ct/abdomen_pelvis_ct.nii.gz"))
+    body = {"body": volume.array > -500}
+    scanner, _masks = resampled(volume, body, (1.1, 0.7, 0.7), (slices, 512, 512))
+    return len(write_ct_series(scanner.array, scanner.geometry, out, seed="scanner-cost"))
+
+
+def decode_seconds(folder: Path) -> float:
+    started = time.perf_counter()
+    arrays = [pydicom.dcmread(path).pixel_array for path in sorted(folder.iterdir())]
+    seconds = time.perf_counter() - started
+    assert len(arrays) and arrays[0].shape == (512, 512)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="shared data directory")
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    data = args.data or shared_data_dir()
+    if data is None or not data.is_dir():
+        print("shared data not found: pass --data or set MYONODE_TEST_DATA", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        series, out = Path(tmp) / "series", Path(tmp) / "out"
+        count = build_series(data, series, args.slices)
+        decode = min(decode_seconds(series) for _ in range(2))
+        myonode = Path(sys.executable).with_name("myonode")
+        started = time.perf_counter()
+        done = subprocess.run(
+            [str(myonode), "process", str(series), "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - started
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+        modalities = [
+            pydicom.dcmread(p, stop_before_pixels=True).Modality for p in out.rglob("*.dcm")
+        ]
+    print(f"series: {count} images of 512 x 512 (0.7 mm pixels, 1.1 mm slices)")
+    print(f"pydicom decode (floor): {decode:7.1f} s")
+    print(f"myonode process:        {seconds:7.1f} s  (exit {done.returncode})")
+    print(f"ratio process/decode:   {seconds / decode:7.1f} x  (aim <= 20 x)")
+    print(f"peak RSS of process:    {peak_gb:7.2f} GB (aim <= 2.5 GB)")
+    print(f"written: {', '.join(sorted(set(modalities))) or 'nothing'} ({len(modalities)} files)")
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", file=sys.stderr)
+    return 0 if done.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
