@@ -213,8 +213,6 @@ class PriorMass(Record):
 class Store(Protocol):
     """Everything the stages ask of the node's persistent state."""
 
-    path: Path
-
     def close(self) -> None: ...
 
     # receive
