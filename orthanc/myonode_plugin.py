@@ -5,9 +5,13 @@ Orthanc calls `on_change` from its own threads, so the callback only queues the 
 worker thread does the REST work through pyorthanc's internal client (the plugin's own
 authorisation token, no stored credentials):
 
-- a study becomes STABLE: its series of the configured modalities that the node did not
-  write and that were not already forwarded with the same instance count are sent to the
-  node's DICOM modality as one asynchronous Orthanc job (a submission that fails and a failed
+- a study becomes STABLE: its series that the node's profiles want (modality and SOP class,
+  from the node's /api/wanted; the configured modalities while the node has not answered yet),
+  that the node did not write and that were not already forwarded with the same instance
+  count are sent to the node's DICOM modality as one asynchronous Orthanc job; the series left
+  out (dose reports, presentation states, private non-image objects...) are listed, with the
+  reason, in the study's `MyoNodeLeftOut` metadata, so one of them never fails the whole study's
+  forwarding (a submission that fails and a failed
   job are retried with a growing delay; an event whose handling fails is retried a few times,
   then logged);
 - once the job succeeded, the node's REST API is polled for the study's status, which is
@@ -33,6 +37,7 @@ import pyorthanc
 
 STATUS = "MyoNodeStatus"  # study metadata: the node's status for the study
 FORWARDED = "MyoNodeForwarded"  # series metadata: instance count when last forwarded
+LEFT_OUT = "MyoNodeLeftOut"  # study metadata: the series not forwarded, and why (JSON)
 PENDING_PROPERTY = 5120  # global property: studies being followed, as JSON
 # The node's outputs' Manufacturer (myonode.encode.Device.manufacturer; the plugin cannot
 # import the node): their series are never sent back to it.
@@ -54,6 +59,7 @@ class Forwarder:
         self.thread = threading.Thread(target=self.run, name="myonode-forwarder")
         self.pending: dict[str, dict] = {}
         self.client: pyorthanc.Orthanc | None = None
+        self.wanted_sop_classes: set[str] | None = None  # None: not known yet, not filtered
 
     # -- the worker thread -------------------------------------------------------------------
 
@@ -109,7 +115,8 @@ class Forwarder:
             if exc.response.status_code == 404:  # deleted since it became stable
                 return False
             raise
-        wanted = {}
+        self._ask_node_what_it_wants()
+        wanted, left_out = {}, []
         for series_id in study["Series"]:
             try:
                 series = self.client.get_series_id(series_id)
@@ -118,13 +125,23 @@ class Forwarder:
                     continue
                 raise
             tags = series["MainDicomTags"]
-            if tags.get("Modality") not in self.modalities:
-                continue
             if tags.get("Manufacturer", "").strip() == OWN_MANUFACTURER:
+                continue
+            reason = self._not_wanted(series)
+            if reason:
+                left_out.append(
+                    {
+                        "SeriesInstanceUID": tags.get("SeriesInstanceUID", ""),
+                        "SeriesDescription": tags.get("SeriesDescription", ""),
+                        "Modality": tags.get("Modality", ""),
+                        "Reason": reason,
+                    }
+                )
                 continue
             count = len(series["Instances"])
             if self._metadata("series", series_id).get(FORWARDED) != str(count):
                 wanted[series_id] = count
+        self._report_left_out(study_id, left_out)
         if not wanted:
             return False
         # Followed from here on: sent only once Orthanc's job for it is known to have succeeded.
@@ -139,6 +156,45 @@ class Forwarder:
         }
         self.submit(study_id, record)
         return True
+
+    def _ask_node_what_it_wants(self) -> None:
+        """The modalities and SOP classes the node's profiles select; kept from the last
+        answer (or the configured modalities alone) while the node does not answer."""
+        try:
+            response = httpx.get(f"{self.node_url}/api/wanted", timeout=10)
+            response.raise_for_status()
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            orthanc.LogWarning(f"myonode: the node did not say which series it wants: {exc}")
+            return
+        if answer.get("modalities") is not None:
+            self.modalities = set(answer["modalities"])
+        self.wanted_sop_classes = set(answer.get("sop_classes") or [])
+
+    def _not_wanted(self, series: dict) -> str | None:
+        """Why the node would not take this series (None: forward it)."""
+        modality = series["MainDicomTags"].get("Modality", "")
+        if modality not in self.modalities:
+            return f"modality {modality or '(none)'} is not one the node measures"
+        if self.wanted_sop_classes is None or not series["Instances"]:
+            return None
+        instance = series["Instances"][0]
+        sop_class = self._metadata("instances", instance).get("SopClassUid", "")
+        if sop_class not in self.wanted_sop_classes:
+            return f"SOP class {sop_class or '(unknown)'} is not one the node takes"
+        return None
+
+    def _report_left_out(self, study_id: str, left_out: list[dict]) -> None:
+        text = json.dumps(left_out, ensure_ascii=False)
+        if self._metadata("studies", study_id).get(LEFT_OUT, "[]") == text:
+            return
+        self.client.put_studies_id_metadata_name(study_id, LEFT_OUT, text)
+        for item in left_out:
+            orthanc.LogWarning(
+                f"myonode: study {study_id}: series {item['SeriesInstanceUID']} "
+                f"({item['Modality']} {item['SeriesDescription']}) not forwarded: "
+                f"{item['Reason']}"
+            )
 
     def submit(self, study_id: str, record: dict) -> None:
         """Start the forwarding job; if Orthanc refuses, try again later with backoff."""

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from myonode.encode import Device
+from myonode.route.profiles import load_profiles, wanted_series
 
 from support import REPO
 
@@ -19,6 +20,9 @@ def http_error(status: int) -> httpx.HTTPStatusError:
     return httpx.HTTPStatusError(
         f"{status}", request=request, response=httpx.Response(status, request=request)
     )
+
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 class FakeOrthanc:
@@ -51,6 +55,9 @@ class FakeOrthanc:
 
     get_studies_id_metadata = get_series_id_metadata
     put_studies_id_metadata_name = put_series_id_metadata_name
+
+    def get_instances_id_metadata(self, instance_id, params=None):
+        return {"SopClassUid": CT_IMAGE_STORAGE}
 
     def post_modalities_id_store(self, modality, json=None):
         self._maybe_fail("post_modalities_id_store")
@@ -88,12 +95,16 @@ def plugin(monkeypatch):
 
 
 def node_answers(monkeypatch, module, status: int, body: dict | None = None) -> list[str]:
-    """The node's REST API as the plugin sees it; returns the URLs asked."""
+    """The node's REST API as the plugin sees it; returns the study URLs asked. What the node
+    wants forwarded is answered as a node with the built-in profiles answers it."""
     asked = []
 
     def get(url, timeout):
+        request = httpx.Request("GET", url)
+        if url.endswith("/api/wanted"):
+            return httpx.Response(200, json=wanted_series(load_profiles()), request=request)
         asked.append(url)
-        return httpx.Response(status, json=body, request=httpx.Request("GET", url))
+        return httpx.Response(status, json=body, request=request)
 
     monkeypatch.setattr(module.httpx, "get", get)
     return asked

@@ -31,7 +31,13 @@ def _rows(records: Sequence[Record]) -> list[dict]:
     return [dict(record) for record in records]
 
 
-def create_app(index: Store, settings: Settings, metrics: Metrics) -> FastAPI:
+def create_app(
+    index: Store,
+    settings: Settings,
+    metrics: Metrics,
+    wanted: dict[str, list[str] | None] | None = None,
+) -> FastAPI:
+    """`wanted`: the modalities and SOP classes the node's profiles select (`/api/wanted`)."""
     app = FastAPI(title="myonode", version=__version__)
 
     @app.get("/", include_in_schema=False)
@@ -46,6 +52,11 @@ def create_app(index: Store, settings: Settings, metrics: Metrics) -> FastAPI:
             "counts": index.counts(),
             "viewer": {"url": settings.viewer.public_url, "port": settings.viewer.port},
         }
+
+    @app.get("/api/wanted")
+    def wanted_series() -> dict:
+        """What an archive should forward (the Orthanc plugin leaves out other series)."""
+        return wanted or {"modalities": [], "sop_classes": []}
 
     @app.get("/api/results", response_model=None)
     def results(

@@ -18,7 +18,7 @@ from myonode.receive.ingest import Outcome
 from myonode.store.repository import Store
 
 JOB_STATES = ("queued", "running", "done", "failed")
-OUTBOX_STATES = ("pending", "sent", "withheld")
+OUTBOX_STATES = ("pending", "sent", "withheld", "failed")
 
 
 class _IndexCollector(Collector):

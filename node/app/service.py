@@ -26,7 +26,12 @@ from myonode.queue import JobQueue
 from myonode.queue.local import LocalQueue
 from myonode.receive.ingest import Ingestor
 from myonode.receive.scp import Receiver
-from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
+from myonode.route.profiles import (
+    configured_pipelines,
+    load_profiles,
+    profile_dirs,
+    wanted_series,
+)
 from myonode.store.files import remove_stale_partials
 from myonode.store.index import Index
 from myonode.store.repository import Store
@@ -76,7 +81,7 @@ class Node:
         self.dispatcher = Dispatcher(settings, self.index)
         self.web = (
             WebServer(
-                create_app(self.index, settings, self.metrics),
+                create_app(self.index, settings, self.metrics, wanted_series(self.profiles)),
                 settings.http.bind,
                 settings.http.port,
             )

@@ -29,16 +29,37 @@ class _Section(BaseModel):
 
 
 class Peer(_Section):
-    """A remote DICOM application entity the node may send to."""
+    """A destination the node may send results to: a DICOM application entity (C-STORE) or
+    a DICOMweb service (STOW-RS)."""
 
-    host: str
-    port: int = Field(ge=1, le=65535)
+    kind: Literal["dimse", "stow-rs"] = Field(
+        default="dimse",
+        description="dimse: C-STORE to host:port; stow-rs: STOW-RS to url (a DICOMweb root).",
+    )
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    url: str | None = Field(default=None, description="STOW-RS: the DICOMweb root.")
+    username: str | None = Field(default=None, description="STOW-RS: HTTP basic user.")
+    password: str | None = Field(default=None, description="STOW-RS: HTTP basic password.")
+    token: str | None = Field(default=None, description="STOW-RS: HTTP bearer token.")
     check_source: bool = Field(
         default=False,
         description="The peer is the archive at archive.dicomweb_url that sent the studies: "
         "results are delivered only while their source series is still there (QIDO-RS), so "
         "a study deleted during processing is not re-created by its results.",
     )
+
+    @model_validator(mode="after")
+    def _address_for_kind(self) -> Peer:
+        if self.kind == "dimse" and (self.host is None or self.port is None):
+            raise ValueError("a dimse peer needs host and port")
+        if self.kind == "stow-rs" and not self.url:
+            raise ValueError("a stow-rs peer needs url (its DICOMweb root)")
+        if self.token is not None and self.username is not None:
+            raise ValueError("give either username/password (basic) or token (bearer), not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic authentication needs both username and password")
+        return self
 
 
 class DicomSettings(_Section):

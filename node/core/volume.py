@@ -16,6 +16,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
+from myonode.dicom import multiframe
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -71,14 +73,17 @@ class Volume:
     """A scalar volume, its geometry and (for DICOM sources) the headers of its slices.
 
     `datasets[k]` is the header of slice k, pixel data removed, in array order; encoders use
-    them to reference the source images. `channels` holds further co-registered images on the
-    same grid, by role (e.g. ``"fat"`` beside a Dixon water image in `array`).
+    them to reference the source images. For an Enhanced (multi-frame) source, `datasets`
+    holds its one header and `frame_numbers[k]` is the frame (1-based) slice k was read from.
+    `channels` holds further co-registered images on the same grid, by role (e.g. ``"fat"``
+    beside a Dixon water image in `array`).
     """
 
     array: np.ndarray
     geometry: Geometry
     datasets: list[Dataset] = field(default_factory=list)
     channels: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_numbers: list[int] | None = None
 
     @property
     def slices_are_sources(self) -> bool:
@@ -87,8 +92,17 @@ class Volume:
         False for volumes resampled from several series, e.g. fused Dixon stations, whose
         `datasets` are all their source headers.
         """
+        if self.frame_numbers is not None:
+            return len(self.datasets) == 1 and len(self.frame_numbers) == self.array.shape[0]
         series = {str(ds.SeriesInstanceUID) for ds in self.datasets}
         return len(self.datasets) == self.array.shape[0] and len(series) == 1
+
+    def source_of(self, k: int) -> tuple[Dataset, int | None]:
+        """The source image of slice k and its frame number (None: a single-frame image);
+        only where `slices_are_sources`."""
+        if self.frame_numbers is not None:
+            return self.datasets[0], self.frame_numbers[k]
+        return self.datasets[k], None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -119,7 +133,7 @@ def with_positive_axes(volume: Volume) -> Volume:
 
     geometry = Geometry(origin=origin, directions=directions, spacing=volume.geometry.spacing)
     channels = {role: flip(image) for role, image in volume.channels.items()}
-    return Volume(flip(volume.array), geometry, volume.datasets, channels)
+    return Volume(flip(volume.array), geometry, volume.datasets, channels, volume.frame_numbers)
 
 
 def _slice_normal(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,9 +204,77 @@ def volume_from_datasets(
     return Volume(array=array, geometry=geometry, datasets=list(ordered))
 
 
+def volume_from_multiframe(
+    ds: Dataset, orientation_tolerance: float = 1e-3, spacing_tolerance_mm: float = 0.05
+) -> Volume:
+    """Assemble an Enhanced or Legacy Converted Enhanced CT/MR image from its frames.
+
+    Position, orientation, pixel spacing and rescale come from the functional groups of each
+    frame (PS3.3 C.7.6.16); frames are ordered along the slice normal. Refuses (VolumeError)
+    missing or inconsistent functional groups, a frame count the pixel data does not hold,
+    and frames that are not one regular stack (duplicated positions, as in a multi-echo or
+    multi-stack object, or non-uniform spacing).
+    """
+    try:
+        found = multiframe.frames(ds)
+    except multiframe.FunctionalGroupError as exc:
+        raise VolumeError(str(exc)) from exc
+    orientation = np.asarray(found[0].orientation)
+    spacing = np.asarray(found[0].pixel_spacing)
+    for frame in found[1:]:
+        if np.max(np.abs(np.asarray(frame.orientation) - orientation)) > orientation_tolerance:
+            raise VolumeError(f"frame {frame.number} has a different orientation")
+        if np.max(np.abs(np.asarray(frame.pixel_spacing) - spacing)) > 1e-4:
+            raise VolumeError(f"frame {frame.number} has a different pixel spacing")
+    row, col, normal = _slice_normal(orientation)
+    positions = np.array([frame.position for frame in found])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    gaps = np.diff(along[order])
+    if np.any(gaps < 1e-3):
+        raise VolumeError(
+            "frames share positions (several stacks, echoes or channels in one object): "
+            "not one regular volume"
+        )
+    if len(gaps) and np.max(np.abs(gaps - np.median(gaps))) > spacing_tolerance_mm:
+        raise VolumeError(f"non-uniform frame spacing ({gaps.min():.3f}-{gaps.max():.3f} mm)")
+    thickness = found[0].slice_thickness
+    slice_spacing = float(np.median(gaps)) if len(gaps) else float(thickness or 1.0)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises several types for data that does not decode
+        raise VolumeError(f"pixel data cannot be decoded: {exc}") from exc
+    pixels = pixels.reshape((-1, *pixels.shape[-2:])) if pixels.ndim >= 2 else pixels
+    if pixels.shape[0] != len(found):
+        raise VolumeError(
+            f"the pixel data holds {pixels.shape[0]} frames, Number of Frames says {len(found)}"
+        )
+    array = np.empty((len(found), int(ds.Rows), int(ds.Columns)), dtype=np.float32)
+    for k, index in enumerate(order):
+        frame = found[index]
+        array[k] = pixels[index].astype(np.float32) * frame.slope + frame.intercept
+    del ds.PixelData
+    geometry = Geometry(
+        origin=positions[order[0]],
+        directions=np.stack([row, col, normal], axis=1),
+        spacing=np.array([spacing[1], spacing[0], slice_spacing]),
+    )
+    frame_numbers = [found[i].number for i in order]
+    return Volume(array=array, geometry=geometry, datasets=[ds], frame_numbers=frame_numbers)
+
+
 def load_series(paths: Sequence[Path]) -> Volume:
-    """Read and assemble the files of one series."""
-    return volume_from_datasets([pydicom.dcmread(path) for path in paths])
+    """Read and assemble the files of one series (single-frame slices, or one Enhanced
+    image)."""
+    datasets = [pydicom.dcmread(path) for path in paths]
+    if any(multiframe.is_multiframe(ds) for ds in datasets):
+        if len(datasets) != 1:
+            raise VolumeError(
+                "several multi-frame images in one series: one Enhanced image, or single-frame "
+                "images, per series"
+            )
+        return volume_from_multiframe(datasets[0])
+    return volume_from_datasets(datasets)
 
 
 def load_nifti(path: Path) -> Volume:

@@ -11,6 +11,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from myonode.dicom import multiframe
+
 # Tags routing and measurement read from the index without opening files again.
 ROUTING_TAGS = (
     "Modality",
@@ -98,4 +100,13 @@ def header_values(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
             converted = json_value(element)
             if converted not in (None, "", []):
                 values[keyword] = converted
+    return values
+
+
+def routing_tags(ds: Dataset) -> dict[str, Any]:
+    """What routing knows of an instance: `ROUTING_TAGS`, and for an Enhanced (multi-frame)
+    image the geometry its functional groups hold (`multiframe.routing_values`)."""
+    values = header_values(ds, ROUTING_TAGS)
+    if multiframe.is_multiframe(ds):
+        values.update(multiframe.routing_values(ds))
     return values

@@ -8,8 +8,10 @@ IMAGE_CLASSES = frozenset(
     {
         uid.CTImageStorage,
         uid.EnhancedCTImageStorage,
+        uid.LegacyConvertedEnhancedCTImageStorage,
         uid.MRImageStorage,
         uid.EnhancedMRImageStorage,
+        uid.LegacyConvertedEnhancedMRImageStorage,
         uid.ComputedRadiographyImageStorage,
         uid.DigitalXRayImageStorageForPresentation,
         uid.DigitalXRayImageStorageForProcessing,

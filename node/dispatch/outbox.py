@@ -2,7 +2,9 @@
 
 An outbox row is marked sent only after the peer answered the C-STORE with success or a
 warning. A destination that is down or refuses keeps its rows pending with an exponentially
-growing delay (capped), so delivery resumes by itself when the peer is back.
+growing delay (capped), so delivery resumes by itself when the peer is back. Peers of kind
+``stow-rs`` get the same outbox over STOW-RS (`stow`), except that a 4xx answer is final: the
+row is marked failed with the answer instead of being retried forever.
 
 A peer with `check_source` is the archive the studies came from: before delivering, the node
 asks it (QIDO-RS) whether the measured series is still there. If it was deleted while the node
@@ -20,6 +22,7 @@ from pathlib import Path
 from myonode.core.config import Peer, Settings
 from myonode.dispatch.archive import Archive, ArchiveError
 from myonode.dispatch.scu import SendError, SendResult, describe, send_files
+from myonode.dispatch.stow import store_files
 from myonode.store.repository import OutboxRecord, Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,8 @@ class Dispatcher:
             for row in rows:
                 self._failed(row, str(exc))
             return 0
+        if peer.kind == "stow-rs":
+            return self._store(destination, peer, rows)
         by_path = {}
         items = []
         for row in rows:
@@ -137,6 +142,24 @@ class Dispatcher:
             for row in by_path.values():
                 if row.id not in answered:
                     self._failed(row, str(exc))
+        return delivered
+
+    def _store(self, destination: str, peer: Peer, rows: list[OutboxRecord]) -> int:
+        """STOW-RS the rows' files; 4xx answers are final, everything else is retried."""
+        results = store_files(
+            [Path(row.path) for row in rows], peer, self.settings.dicom.network_timeout_s
+        )
+        delivered = 0
+        for row, result in zip(rows, results, strict=True):
+            if result.ok:
+                self.index.mark_sent(row.id)
+                delivered += 1
+                log.info("delivered %s to %s (STOW-RS)", row.sop_uid, destination)
+            elif result.final:
+                self.index.mark_failed(row.id, result.answer)
+                log.error("%s refused %s for good: %s", destination, row.sop_uid, result.answer)
+            else:
+                self._failed(row, result.answer)
         return delivered
 
     def _failed(self, row: OutboxRecord, error: str) -> None:

@@ -76,33 +76,106 @@ _TYPE2_COPIED = (
 )
 # Type 3 attributes of the Patient Study module (PS3.3 C.7.2.2) that outputs copy if present.
 _TYPE3_COPIED = ("PatientAge", "PatientSize", "PatientWeight")
+# What archives file a study by (Orthanc's patient and study identifiers, a PACS's order
+# match): copied byte for byte even where they break their VR, or the results would be filed
+# apart from their source (a second patient, a second study with the same UID).
+IDENTITY = (
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "StudyInstanceUID",
+    "AccessionNumber",
+    "StudyID",
+)
+# Free-text VRs whose over-long values are cut to their maximum (PS3.5 6.2): a description
+# loses its tail, but the outputs stay valid.
+_TEXT_LENGTHS = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
+# What outputs are written in: UTF-8 carries any source's text (PS3.5 6.1.2.3).
+OUTPUT_CHARACTER_SET = "ISO_IR 192"
 
 
 def conform_copied_attributes(datasets: Sequence[Dataset]) -> None:
     """Make the source attributes that outputs copy valid for them (changes them in place).
 
-    An absent Type 2 attribute becomes empty. A value that is invalid for its VR (real
-    radiographs carry e.g. PatientAge "62" where PS3.5 requires "062Y") is emptied (Type 2) or
-    removed (Type 3), with a warning: copied as it is, it would make the SEG, SR and PDF
-    invalid, and guessing what the sender meant could make them wrong.
+    Text is decoded with the source's Specific Character Set (any set pydicom knows, ISO 2022
+    code extensions included) and the datasets are relabelled UTF-8, the outputs' set, so
+    copying never depends on the source's declaration. Identity attributes (`IDENTITY`) are
+    kept exactly, with a warning where they break their VR. Free text longer than its VR
+    allows is truncated. An absent Type 2 attribute becomes empty. Any other value invalid for
+    its VR (real radiographs carry e.g. PatientAge "62" where PS3.5 requires "062Y") is emptied
+    (Type 2) or removed (Type 3), with a warning: copied as it is, it would make the SEG, SR
+    and PDF invalid, and guessing what the sender meant could make them wrong.
     """
     for ds in datasets:
+        _decode_to_utf8(ds)
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
-        for keyword in _TYPE2_COPIED + _TYPE3_COPIED:
+        for element in list(ds):
+            keyword = element.keyword
+            if element.VR not in _TEXT_LENGTHS or keyword in IDENTITY:
+                continue
+            _truncate(ds, element)
+        for keyword in IDENTITY:
             if keyword in ds and not _valid_for_vr(ds[keyword]):
                 log.warning(
-                    "%s %r in %s is not a valid %s; left out of the outputs",
+                    "%s %r in %s is not a valid %s; copied exactly all the same, so that the "
+                    "archive files the results with their source (the outputs do not conform "
+                    "here)",
                     keyword,
                     str(ds[keyword].value),
                     ds.get("SOPInstanceUID", "a source"),
                     ds[keyword].VR,
                 )
-                if keyword in _TYPE2_COPIED:
-                    setattr(ds, keyword, "")
-                else:
-                    del ds[keyword]
+        for keyword in _TYPE2_COPIED + _TYPE3_COPIED:
+            if keyword in IDENTITY or keyword not in ds or _valid_for_vr(ds[keyword]):
+                continue
+            log.warning(
+                "%s %r in %s is not a valid %s; left out of the outputs",
+                keyword,
+                str(ds[keyword].value),
+                ds.get("SOPInstanceUID", "a source"),
+                ds[keyword].VR,
+            )
+            if keyword in _TYPE2_COPIED:
+                setattr(ds, keyword, "")
+            else:
+                del ds[keyword]
+
+
+def _decode_to_utf8(ds: Dataset) -> None:
+    """Decode every text value with the declared set, then declare UTF-8 (what the values
+    will be written in from now on).
+
+    Walking the dataset decodes each element with the set it was read with. Person names
+    keep their original bytes after decoding, and pydicom writes those bytes again when the
+    sets look alike; they are replaced by their text so UTF-8 is written.
+    """
+
+    def plain_names(dataset: Dataset, element: DataElement) -> None:
+        if element.VR == "PN" and element.value is not None:
+            values = element.value if isinstance(element.value, MultiValue) else [element.value]
+            names = [str(v) for v in values]
+            element.value = names if isinstance(element.value, MultiValue) else names[0]
+
+    ds.walk(plain_names)
+    ds.SpecificCharacterSet = OUTPUT_CHARACTER_SET
+
+
+def _truncate(ds: Dataset, element: DataElement) -> None:
+    limit = _TEXT_LENGTHS[element.VR]
+    values = element.value if isinstance(element.value, MultiValue) else [element.value]
+    if all(len(str(v)) <= limit for v in values if v is not None):
+        return
+    log.warning(
+        "%s in %s is longer than its VR %s allows (%d characters); truncated in the outputs",
+        element.keyword or element.tag,
+        ds.get("SOPInstanceUID", "a source"),
+        element.VR,
+        limit,
+    )
+    cut = [str(v)[:limit] if v is not None else v for v in values]
+    element.value = cut if isinstance(element.value, MultiValue) else cut[0]
 
 
 def _valid_for_vr(element: DataElement) -> bool:
@@ -131,4 +204,4 @@ def use_utf8(dataset: Dataset) -> None:
     Outputs mix the source's patient data with our text (selection reasons quote series
     descriptions in any script); UTF-8 holds all of it (PS3.5 6.1.2.3).
     """
-    dataset.SpecificCharacterSet = "ISO_IR 192"
+    dataset.SpecificCharacterSet = OUTPUT_CHARACTER_SET

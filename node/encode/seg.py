@@ -15,6 +15,7 @@ from myonode.core.types import Algorithm, LabelMap
 from myonode.core.volume import Volume
 from myonode.dicom.anatomy import Structure
 from myonode.encode import (
+    OUTPUT_CHARACTER_SET,
     Device,
     OutputIdentity,
     declare_private_scheme,
@@ -88,7 +89,8 @@ def build_segmentation(
 ) -> Dataset:
     """A BINARY SEG of `label_map` referencing the slices of `volume`.
 
-    When the volume's grid is its source slices, each frame references its slice. When it is
+    When the volume's grid is its source slices (or the frames of one Enhanced source image),
+    each frame references its slice (or source frame). When it is
     a grid of its own (Dixon stations fused onto one grid), the frames carry the fused grid's
     positions and the SEG references every source series (PS3.3 C.8.20: a segmentation need
     not share its source images' geometry, only their frame of reference).
@@ -102,7 +104,12 @@ def build_segmentation(
             lookup[label] = number
     pixel_array = lookup[label_map.labels]
     source_images, further_sources = volume.datasets, None
-    if not volume.slices_are_sources:
+    if volume.frame_numbers is not None and volume.slices_are_sources:
+        # One Enhanced source: SEG frame n is source frame n (highdicom references each).
+        in_frame_order = np.zeros_like(pixel_array)
+        in_frame_order[np.asarray(volume.frame_numbers) - 1] = pixel_array
+        pixel_array = in_frame_order
+    elif not volume.slices_are_sources:
         first_series = volume.datasets[0].SeriesInstanceUID
         source_images = [ds for ds in volume.datasets if ds.SeriesInstanceUID == first_series]
         further_sources = [ds for ds in volume.datasets if ds.SeriesInstanceUID != first_series]
@@ -136,6 +143,7 @@ def build_segmentation(
         device_serial_number=device.serial_number,
         content_description=f"{algorithm.label}"[:64],
         content_label="MUSCLE",
+        specific_character_set=OUTPUT_CHARACTER_SET,
         series_description=f"myonode {identity.pipeline} SEG ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(segmentation)

@@ -30,7 +30,13 @@ from pydicom.sr.coding import Code
 
 from myonode.core.types import Algorithm
 from myonode.dicom import codes as c
-from myonode.encode import Device, OutputIdentity, declare_private_scheme, use_utf8
+from myonode.encode import (
+    OUTPUT_CHARACTER_SET,
+    Device,
+    OutputIdentity,
+    declare_private_scheme,
+    use_utf8,
+)
 from myonode.measure.assessment import Assessment, Change
 from myonode.measure.prediction import PREDICTED_SARCOPENIA, PREDICTION_PREFIX, Prediction
 from myonode.measure.structures import StructureMeasurements
@@ -53,9 +59,13 @@ def _maximum_area_group(
     sources: Sequence[Dataset],
     identity: OutputIdentity,
     algorithm_id: hd.sr.AlgorithmIdentification,
+    frame_numbers: Sequence[int] | None,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    """TID 1410: the largest cross-section, outlined on the image it was measured on."""
-    image = sources[item.max_area.slice_index]
+    """TID 1410: the largest cross-section, outlined on the image (or frame) it was measured
+    on."""
+    index = item.max_area.slice_index
+    image = sources[0] if frame_numbers is not None else sources[index]
+    frames = [frame_numbers[index]] if frame_numbers is not None else None
     structure = item.structure
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -64,7 +74,9 @@ def _maximum_area_group(
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=item.max_area.outline.astype("float32"),
-            source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID),
+            source_image=hd.sr.SourceImageForRegion(
+                image.SOPClassUID, image.SOPInstanceUID, referenced_frame_numbers=frames
+            ),
         ),
         finding_type=structure.property_type,
         finding_category=structure.category,
@@ -194,11 +206,13 @@ def build_report(
     procedure: Code,
     reasons: Sequence[str] = (),
     slices_are_sources: bool = True,
+    frame_numbers: Sequence[int] | None = None,
 ) -> Dataset:
     """The SR for one job. `segment_numbers` maps each encoded label to its SEG segment;
     without a SEG (nothing found) the report holds only indices, assessment and notes.
     `slices_are_sources` says whether measured slice k is `source_datasets[k]` (else no
-    measurement references a single source image)."""
+    measurement references a single source image); `frame_numbers[k]` is the frame of the one
+    Enhanced source image that slice k is (None: single-frame sources)."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
@@ -215,7 +229,7 @@ def build_report(
     changes = {change.structure: change for change in assessment.changes}
     # Planar groups first: OHIF's SR viewport opens on the first measurement with an image.
     groups: list = [
-        _maximum_area_group(item, source_datasets, identity, algorithm_id)
+        _maximum_area_group(item, source_datasets, identity, algorithm_id, frame_numbers)
         for item in assessment.structures
         if slices_are_sources
         and segmentation is not None
@@ -322,6 +336,7 @@ def build_report(
         instance_number=1,
         manufacturer=device.manufacturer,
         is_complete=True,
+        specific_character_set=OUTPUT_CHARACTER_SET,
         series_description=f"myonode {identity.pipeline} SR ({algorithm.intended_use})"[:64],
     )
     declare_private_scheme(sr)

@@ -33,7 +33,7 @@ from pydicom.uid import UID
 
 from myonode.core.config import Settings
 from myonode.dicom import sop
-from myonode.dicom.headers import ROUTING_TAGS, header_values, json_value
+from myonode.dicom.headers import json_value, routing_tags
 from myonode.store.files import OutOfSpace, ensure_free_space, safe_component, write_durably
 from myonode.store.index import Index, InstanceRecord
 
@@ -230,7 +230,7 @@ class Ingestor:
                 size=len(encoded),
                 sha256=digest,
                 calling_aet=calling_aet,
-                tags=header_values(ds, ROUTING_TAGS),
+                tags=routing_tags(ds),
             )
             self.index.record_instance(
                 record,

@@ -70,7 +70,7 @@ def folder_studies(folder: Path) -> dict[str, list[dict[str, Any]]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from myonode.dicom.headers import ROUTING_TAGS, header_values
+    from myonode.dicom.headers import routing_tags
 
     studies: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
@@ -88,7 +88,7 @@ def folder_studies(folder: Path) -> dict[str, list[dict[str, Any]]]:
             "series_uid": str(ds.get("SeriesInstanceUID", "") or "").strip(),
             "study_uid": study_uid,
             "sop_class_uid": str(ds.get("SOPClassUID", "") or "").strip(),
-            "tags": header_values(ds, ROUTING_TAGS),
+            "tags": routing_tags(ds),
             "path": str(path),
             "sha256": "",
         }

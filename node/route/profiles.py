@@ -284,3 +284,23 @@ def configured_pipelines(profiles: Sequence[Profile]) -> dict[str, Pipeline]:
 def builtin_pipelines() -> dict[str, Pipeline]:
     """The pipelines of the built-in profiles alone."""
     return configured_pipelines(load_profiles())
+
+
+def wanted_series(profiles: Iterable[Profile]) -> dict[str, list[str] | None]:
+    """The modalities and SOP classes some enabled profile could select: what an archive in
+    front of the node forwards (it leaves out the rest, e.g. dose reports, presentation states,
+    private non-image objects, rather than have the whole study refused). Modalities are None
+    when a profile takes any."""
+    modalities: set[str] | None = set()
+    sop_classes: set[str] = set()
+    for profile in profiles:
+        if profile.rules.modality is None:
+            modalities = None
+        elif modalities is not None:
+            modalities.update(profile.rules.modality)
+        classes = profile.rules.sop_classes
+        sop_classes.update(sop.IMAGE_CLASSES if classes is None else classes)
+    return {
+        "modalities": None if modalities is None else sorted(modalities),
+        "sop_classes": sorted(sop_classes),
+    }

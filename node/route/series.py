@@ -94,11 +94,13 @@ class SeriesInfo:
     view_evidence: list[str] = field(default_factory=list)
     spacing_source: str | None = None
     multiframe: bool = False
+    frame_count: int | None = None  # an Enhanced image's frames: the images routing counts
     problems: list[str] = field(default_factory=list)
 
     @property
     def instance_count(self) -> int:
-        return len(self.sop_uids)
+        """Images in the series: instances, or the frames of one Enhanced image."""
+        return self.frame_count or len(self.sop_uids)
 
     @property
     def is_radiograph(self) -> bool:
@@ -309,7 +311,9 @@ def describe(rows: Sequence[Mapping[str, Any]]) -> SeriesInfo:
             info.problems.append(f"instances with different {what} share this Series Instance UID")
     if len({r["study_uid"] for r in rows}) > 1:
         info.problems.append("this Series Instance UID appears in more than one study")
-    info.multiframe = any((_float(t.get("NumberOfFrames")) or 1) > 1 for t in tags_list)
+    info.multiframe = "FramePositions" in first or any(
+        (_float(t.get("NumberOfFrames")) or 1) > 1 for t in tags_list
+    )
     info.slice_thickness_mm = _float(first.get("SliceThickness"))
     info.gantry_tilt_deg = _float(first.get("GantryDetectorTilt"))
     info.kernel = _text(first.get("ConvolutionKernel")).split("\\")[0].strip()
@@ -324,12 +328,25 @@ def describe(rows: Sequence[Mapping[str, Any]]) -> SeriesInfo:
         info.pixel_spacing_mm = spacing
         return info
     if info.multiframe:
-        info.problems.append(
-            "multi-frame (enhanced) images: this node assembles single-frame series"
-        )
-        return info
+        if len(tags_list) > 1:
+            info.problems.append(
+                "several multi-frame images in one series: this node assembles one Enhanced "
+                "image, or single-frame images, per series"
+            )
+            return info
+        if "FramePositions" not in first:
+            info.problems.append(
+                "multi-frame image whose functional groups do not give every frame a "
+                "position, orientation and pixel spacing: no volume can be assembled"
+            )
+            return info
+        # One Enhanced image: its frames are the slices routing judges.
+        info.frame_count = len(first["FramePositions"])
+        tags_list = [{**first, "ImagePositionPatient": p} for p in first["FramePositions"]]
+    # An Enhanced MR says per frame what it is (Frame Type, e.g. a Dixon channel).
+    frame_type = _image_type(first["FrameType"]) if "FrameType" in first else info.image_type
     info.dixon_channel, info.dixon_evidence = dixon_channel.channel(
-        info.image_type, info.description, _text(first.get("ProtocolName")), info.tags
+        frame_type, info.description, _text(first.get("ProtocolName")), info.tags
     )
     _geometry(info, tags_list)
     return info

@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 """
 # 'withheld': not delivered on purpose (the source study was deleted from the archive).
+# 'failed': the destination refused it for good (e.g. STOW-RS 4xx); not retried.
 OUTBOX = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -104,7 +105,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
     path TEXT NOT NULL,
     destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
@@ -113,7 +114,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 # A study's status once nothing more happens without new images: the archive stops asking.
-FINAL_STATUSES = ("done", "failed", "not routed", "withheld")
+FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 
 # Columns added after a table was first created: (table, column, type). Applied on open so an
@@ -150,7 +151,7 @@ class Index:
         row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
         if row is None:
             conn.executescript(OUTBOX)
-        elif "'withheld'" not in row["sql"]:
+        elif "'failed'" not in row["sql"]:
             conn.executescript(
                 "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
                 + OUTBOX
@@ -469,6 +470,8 @@ class Index:
         if any(row["state"] == "pending" for row in outbox):
             retrying = any(row["state"] == "pending" and row["last_error"] for row in outbox)
             return "delivery retrying" if retrying else "delivering"
+        if any(row["state"] == "failed" for row in outbox):
+            return "delivery failed"
         if any(row["state"] == "withheld" for row in outbox):
             return "withheld"
         return "done"
@@ -667,6 +670,15 @@ class Index:
                 """UPDATE outbox SET attempts = attempts + 1, last_error = ?,
                        next_attempt_at = ? WHERE id = ?""",
                 (error, next_attempt_at, outbox_id),
+            )
+
+    def mark_failed(self, outbox_id: int, answer: str) -> None:
+        """The destination refused the delivery for good: keep its answer, stop retrying."""
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
+                   WHERE id = ?""",
+                (answer, outbox_id),
             )
 
     def mark_withheld(self, outbox_id: int, reason: str) -> None:

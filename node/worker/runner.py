@@ -148,6 +148,7 @@ class Runner:
             pipeline.procedure,
             reasons,
             slices_are_sources=volume.slices_are_sources,
+            frame_numbers=volume.frame_numbers,
         )
         pdf = self._pdf(
             f"Muscle report: {pipeline.title}", volume, label_map, assessment, engine, identity, sr
