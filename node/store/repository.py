@@ -10,7 +10,7 @@ Records mirror their tables' columns (JSON columns stay JSON text, so the API an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -28,9 +28,6 @@ class Record:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
 
     @classmethod
     def from_row(cls: type[R], row: Mapping[str, Any]) -> R:

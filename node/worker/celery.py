@@ -42,7 +42,7 @@ _process: _Process | None = None
 def _open(settings: Settings) -> _Process:
     """The store, queue and runner of this process, engines loaded (once per process)."""
     global _process
-    if _process is None or _process.store.path != settings.index_path:
+    if _process is None:
         store = Index(settings.index_path)
         profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         runner = Runner(
