@@ -13,6 +13,7 @@ Debian server runs. Ctrl-C or SIGTERM stops the three, in reverse order, by thei
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -83,9 +84,14 @@ def write_configuration(directory: Path, args: argparse.Namespace) -> None:
         (directory / sub).mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(16)
     (orthanc_dir / "archive.json").write_text((REPO / "orthanc" / "archive.json").read_text())
+    token = secrets.token_hex(32)
+    token_sha256 = hashlib.sha256(token.encode()).hexdigest()
     (orthanc_dir / "credentials.json").write_text(
-        json.dumps({"RegisteredUsers": {"myonode": password}})
+        json.dumps({"RegisteredUsers": {"myonode": password}, "MyoNodeToken": token})
     )
+    http_token = directory / "etc" / "http-token"  # the admin's copy, as the install keeps it
+    http_token.write_text(token + "\n")
+    http_token.chmod(0o600)
     site = json.loads(relocate((REPO / "orthanc" / "site.json").read_text(), moves))
     site.update(
         DicomPort=args.orthanc_dicom_port,
@@ -97,7 +103,8 @@ def write_configuration(directory: Path, args: argparse.Namespace) -> None:
     site["MyoNode"]["NodeUrl"] = f"http://127.0.0.1:{args.node_http_port}"
     site["MyoNode"]["PollSeconds"] = min(site["MyoNode"]["PollSeconds"], 1)
     (orthanc_dir / "site.json").write_text(json.dumps(site, indent=2))
-    text = (REPO / "deploy" / "myonode.yaml").read_text().replace("CHANGE-ME", password)
+    text = (REPO / "deploy" / "myonode.yaml").read_text()
+    text = text.replace("CHANGE-ME-TOKEN-SHA256", token_sha256).replace("CHANGE-ME", password)
     text = text.replace(":8042/", f":{args.orthanc_http_port}/")
     node = yaml.safe_load(relocate(text, moves))
     node["dicom"].update(bind="127.0.0.1", port=args.node_dicom_port)
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             f"archive: DICOM ORTHANC@127.0.0.1:{args.orthanc_dicom_port}, "
             f"http://127.0.0.1:{args.orthanc_http_port}/ (user myonode, password in "
             f"{directory / 'etc' / 'orthanc' / 'credentials.json'})\n"
-            f"dashboard: http://127.0.0.1:{args.node_http_port}/\n"
+            f"dashboard: http://127.0.0.1:{args.node_http_port}/ (any user, the token in "
+            f"{directory / 'etc' / 'http-token'} as password)\n"
             f"viewer: http://127.0.0.1:{args.viewer_port}/\n"
             f"logs: {directory / 'log'}; Ctrl-C stops everything",
             flush=True,

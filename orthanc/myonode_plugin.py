@@ -50,6 +50,10 @@ class Forwarder:
         section = config.get("MyoNode", {})
         self.modality = section.get("NodeModality", "MYONODE")
         self.node_url = section.get("NodeUrl", "http://127.0.0.1:8080").rstrip("/")
+        # The node's HTTP token: top-level `MyoNodeToken`, so it can live in credentials.json
+        # beside RegisteredUsers (Orthanc refuses a section split across files).
+        token = config.get("MyoNodeToken") or section.get("NodeToken")
+        self.node_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.modalities = set(section.get("Modalities", ["CT", "MR", "CR", "DX"]))
         self.poll_s = float(section.get("PollSeconds", 5))
         self.retry_max_s = float(section.get("RetryMaxSeconds", 300))
@@ -161,7 +165,9 @@ class Forwarder:
         """The modalities and SOP classes the node's profiles select; kept from the last
         answer (or the configured modalities alone) while the node does not answer."""
         try:
-            response = httpx.get(f"{self.node_url}/api/wanted", timeout=10)
+            response = httpx.get(
+                f"{self.node_url}/api/wanted", headers=self.node_headers, timeout=10
+            )
             response.raise_for_status()
             answer = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -222,7 +228,11 @@ class Forwarder:
                 record["attempts"] = 0
             return
         try:
-            response = httpx.get(f"{self.node_url}/api/studies/{record['uid']}", timeout=10)
+            response = httpx.get(
+                f"{self.node_url}/api/studies/{record['uid']}",
+                headers=self.node_headers,
+                timeout=10,
+            )
             if response.status_code != 404:
                 response.raise_for_status()
         except httpx.HTTPError as exc:

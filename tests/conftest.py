@@ -10,11 +10,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from myonode.app.auth import token_digest
 from myonode.app.demo.shared_data import shared_data_dir
 from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
 from myonode.app.service import Node
 from myonode.core.config import Peer, Settings, load_settings
 from myonode.dicom.uids import derived_uid
+
+from support import HTTP_TOKEN
 
 
 @pytest.fixture
@@ -34,6 +37,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
             "dicom.bind": "127.0.0.1",
             "dicom.port": 0,
             "http.port": 0,
+            "http.auth.token_sha256": [token_digest(HTTP_TOKEN)],
             "assemble.quiet_seconds": 0.5,
             "assemble.poll_seconds": 0.1,
             "dispatch.poll_seconds": 0.1,

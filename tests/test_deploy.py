@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from myonode.app.auth import host_name, token_digest
 from myonode.core.config import load_settings
 
 from support import REPO, ArchiveOrthanc, free_port
@@ -25,6 +26,7 @@ COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
 GPU = yaml.safe_load((DOCKER / "docker-compose.gpu.yml").read_text())
 SITE = json.loads((DOCKER / "orthanc-site.json").read_text())
 PASSWORD = "s3cret-for-the-test"
+TOKEN = "http-token-for-the-test"
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -95,20 +97,39 @@ def test_compose_services_ports_and_volumes_match_the_configuration():
         assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
 
 
-def test_bare_metal_configuration_binds_unauthenticated_http_to_loopback():
-    """The dashboard, API, /metrics and the viewer have no authentication (deploy/README.md:
-    a reverse proxy in front)."""
-    config = yaml.safe_load((REPO / "deploy" / "myonode.yaml").read_text())
-    assert config["http"]["bind"] == config["viewer"]["bind"] == "127.0.0.1"
+def test_bare_metal_configuration_turns_http_authentication_on(tmp_path):
+    """The dashboard, API, /metrics and the viewer need the token generated at install (its
+    SHA-256 replaces the placeholder); plain HTTP stays on loopback behind a TLS proxy."""
+    text = (REPO / "deploy" / "myonode.yaml").read_text()
+    digest = token_digest("install-token")
+    installed = tmp_path / "myonode.yaml"
+    installed.write_text(text.replace("CHANGE-ME-TOKEN-SHA256", digest).replace("CHANGE-ME", "pw"))
+    settings = load_settings(installed, environ={})
+    assert settings.http.auth.enabled and settings.http.auth.token_sha256 == [digest]
+    assert settings.http.bind == settings.viewer.bind == "127.0.0.1"
+    assert not settings.http.docs
+    assert "CHANGE-ME-TOKEN-SHA256" in (REPO / "deploy" / "README.md").read_text()
 
 
 def test_compose_services_find_each_other():
     """The node's settings, with the compose environment, are valid and point at the orthanc
     service; Orthanc's modality and status URL point at the node service."""
-    env = {"ORTHANC_PASSWORD": PASSWORD}
+    env = {
+        "ORTHANC_PASSWORD": PASSWORD,
+        "MYONODE_HTTP_TOKEN": TOKEN,
+        "MYONODE_HTTP_TOKEN_SHA256": token_digest(TOKEN),
+    }
     node = COMPOSE["services"]["node"]
     environ = {k: interpolate(v, env) for k, v in node["environment"].items()}
     settings = load_settings(DOCKER / "myonode.yaml", environ=environ)
+    # HTTP authentication is on, with the token's digest only; the plugin sends the token
+    # from Orthanc's environment, to a host name the node answers.
+    assert settings.http.auth.enabled and settings.http.auth.token_sha256 == [token_digest(TOKEN)]
+    assert TOKEN not in json.dumps(environ)
+    orthanc_env = COMPOSE["services"]["orthanc"]["environment"]
+    assert interpolate(orthanc_env["MYONODE_HTTP_TOKEN"], env) == TOKEN
+    assert SITE["MyoNodeToken"] == "${MYONODE_HTTP_TOKEN}"
+    assert host_name(SITE["MyoNode"]["NodeUrl"].split("//")[1]) in settings.http.allowed_hosts
     assert settings.peers["ORTHANC"].host == "orthanc"
     assert settings.peers["ORTHANC"].port == SITE["DicomPort"]
     assert settings.archive.dicomweb_url == f"http://myonode:{PASSWORD}@orthanc:8042/dicom-web"
@@ -170,7 +191,7 @@ def test_orthanc_accepts_the_compose_configuration(tmp_path):
         node_http_port=free_port(),
         extra={k: v for k, v in SITE.items() if k not in moved},
         password=PASSWORD,
-        env={"ORTHANC_PASSWORD": PASSWORD},
+        env={"ORTHANC_PASSWORD": PASSWORD, "MYONODE_HTTP_TOKEN": TOKEN},
     ).start()
     try:
         client = orthanc.client()

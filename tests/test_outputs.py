@@ -10,6 +10,7 @@ from pydicom.sr.codedict import codes
 
 from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
 from myonode.core.volume import Geometry, load_nifti, load_series, with_positive_axes
+from myonode.dicom.codes import QC_VALUES, QC_VERDICT
 from myonode.encode import conform_copied_attributes
 from myonode.infer.engines.threshold import ThresholdMuscleEngine
 from myonode.measure.results import result_rows, rows_from_sr
@@ -70,8 +71,13 @@ def test_sr_numbers_equal_seg_voxels_times_voxel_volume(real_ct_outputs):
     voxel_mm3, sources = source_volume.geometry.voxel_volume_mm3, source_volume.datasets
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert groups
+    measured = 0
     for group in groups:
         [number] = group.referenced_segment.referenced_segment_numbers
+        [verdict] = group.get_qualitative_evaluations(name=QC_VERDICT)
+        if verdict.value == QC_VALUES["fail"]:  # failed QC: kept in the SEG, not measured
+            assert group.get_measurements(name=codes.SCT.Volume) == []
+            continue
         pixels = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in sources],
             segment_numbers=[number],
@@ -79,6 +85,8 @@ def test_sr_numbers_equal_seg_voxels_times_voxel_volume(real_ct_outputs):
         voxels = int(np.count_nonzero(pixels))
         [volume] = group.get_measurements(name=codes.SCT.Volume)
         assert volume.value == pytest.approx(voxels * voxel_mm3 / 1000, rel=1e-12)
+        measured += 1
+    assert measured
 
 
 def test_every_number_reads_back_from_the_sr(real_ct_outputs):

@@ -78,7 +78,7 @@ def plugin(monkeypatch):
     orthanc.SetGlobalProperty = properties.__setitem__
     orthanc.LogWarning = warnings.append
     orthanc.GetConfiguration = lambda: json.dumps(
-        {"MyoNode": {"PollSeconds": 0, "MissingPolls": 3}}
+        {"MyoNode": {"PollSeconds": 0, "MissingPolls": 3}, "MyoNodeToken": "node-token"}
     )
     orthanc.RegisterOnChangeCallback = lambda callback: None
     orthanc.ChangeType = types.SimpleNamespace(
@@ -95,12 +95,15 @@ def plugin(monkeypatch):
 
 
 def node_answers(monkeypatch, module, status: int, body: dict | None = None) -> list[str]:
-    """The node's REST API as the plugin sees it; returns the study URLs asked. What the node
-    wants forwarded is answered as a node with the built-in profiles answers it."""
+    """The node's REST API as the plugin sees it; returns the study URLs asked. It answers
+    only requests with the node's token (MyoNodeToken), as the node does; what the node wants
+    forwarded is answered as a node with the built-in profiles answers it."""
     asked = []
 
-    def get(url, timeout):
+    def get(url, timeout, headers):
         request = httpx.Request("GET", url)
+        if headers.get("Authorization") != "Bearer node-token":
+            return httpx.Response(401, request=request)
         if url.endswith("/api/wanted"):
             return httpx.Response(200, json=wanted_series(load_profiles()), request=request)
         asked.append(url)

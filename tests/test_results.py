@@ -1,7 +1,6 @@
 """Results: the index query, the REST API, an archive (real Orthanc) and change since prior."""
 
 import json
-import urllib.request
 
 import pydicom
 import pytest
@@ -11,7 +10,7 @@ from myonode.dispatch.scu import describe, send_files
 from myonode.store.records import ResultFilter, records_csv
 
 from conftest import make_settings
-from support import Orthanc, myonode, sql, sr_texts, wait_until
+from support import Orthanc, http_get, myonode, sql, sr_texts, wait_until
 
 PATIENT = Patient(patient_id="MYO-LONG-1", sex="F", age_years=66, height_m=1.62, weight_kg=70.0)
 
@@ -92,6 +91,8 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
         want = by_key[key(row)]
         assert row["patient_id"] == want.patient_id and row["study_date"] == want.study_date
         assert row["pipeline"] == want.pipeline == "ct_muscle"
+        assert row["qc"] == want.qc  # the SR carries each structure's QC verdict
+        assert (row["qc"] in ("pass", "review", "fail")) == bool(row["structure"])
         if want.value is None:
             assert row["text"] == want.text
         else:
@@ -112,11 +113,11 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
 
     # The REST API serves the index with the same filters.
     base = f"http://127.0.0.1:{node2.web.port}/api"
-    with urllib.request.urlopen(f"{base}/results?quantity=mass&format=csv") as response:
+    with http_get(f"{base}/results?quantity=mass&format=csv") as response:
         body = response.read().decode()
     assert body == records_csv(node2.index.query_results(ResultFilter(quantity="mass")))
     study_uid = sql(node2.index, "SELECT study_uid FROM studies")[0][0]
-    with urllib.request.urlopen(f"{base}/studies/{study_uid}") as response:
+    with http_get(f"{base}/studies/{study_uid}") as response:
         detail = json.load(response)
     assert detail["decisions"][0]["selected"] == 1
     assert {row["state"] for row in detail["outbox"]} == {"sent"}
@@ -130,7 +131,8 @@ def test_results_cli_filters_and_formats(tmp_path, ct_series):
     table = myonode(*env_args, "results", "--quantity", "mass")
     assert table.returncode == 0 and "mass" in table.stdout
     as_json = json.loads(myonode(*env_args, "results", "--format", "json").stdout)
-    assert {"volume", "mass", "bmi", "sarcopenia_ewgsop2"} <= {r["quantity"] for r in as_json}
+    assert {"volume", "mass", "bmi", "sarcopenia_ewgsop2", "qc"} <= {r["quantity"] for r in as_json}
+    assert all(r["qc"] in ("pass", "review", "fail") for r in as_json if r["structure"])
     none = json.loads(
         myonode(*env_args, "results", "--patient", "nobody", "--format", "json").stdout
     )
@@ -141,8 +143,7 @@ def test_results_cli_filters_and_formats(tmp_path, ct_series):
     assert later == []
     csv = myonode(*env_args, "results", "--structure", "muscle_density_tissue", "--format", "csv")
     lines = csv.stdout.strip().splitlines()
-    assert lines[0].startswith("study_uid,patient_id") and all(
-        "muscle_density_tissue" in x for x in lines[1:]
-    )
+    assert lines[0].startswith("study_uid,patient_id") and lines[0].endswith(",text,qc")
+    assert all("muscle_density_tissue" in x for x in lines[1:])
     bad = myonode(*env_args, "results", "--since", "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

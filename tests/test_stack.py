@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -38,9 +39,14 @@ OHIF_DIR = REPO / ".ohif"
 SCREENSHOTS = REPO / "out"
 
 
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get_json(url: str, token: str):
+    with urllib.request.urlopen(authorized(url, token), timeout=10) as response:
         return json.load(response)
+
+
+def authorized(url: str, token: str) -> urllib.request.Request:
+    """A request with the stack's HTTP token (authentication is on, as installed)."""
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +79,12 @@ def stack(tmp_path_factory):
         scanner_sends(paths, "ORTHANC", ports["orthanc_dicom"])
         study_uid = str(pydicom.dcmread(paths[0]).StudyInstanceUID)
         node = f"http://127.0.0.1:{ports['node_http']}"
-        wait_until(lambda: study_status(node, study_uid) == "done", timeout=180, interval=0.5)
+        token = (directory / "run" / "etc" / "http-token").read_text().strip()
+        wait_until(
+            lambda: study_status(node, study_uid, token) == "done", timeout=180, interval=0.5
+        )
         yield {
+            "token": token,
             "ports": ports,
             "directory": directory / "run",
             "study_uid": study_uid,
@@ -104,9 +114,9 @@ def ct_study(directory):
     return write_ct_series(array, volume.geometry, directory, patient, seed="stack-real")
 
 
-def study_status(node: str, study_uid: str) -> str | None:
+def study_status(node: str, study_uid: str, token: str) -> str | None:
     try:
-        return get_json(f"{node}/api/studies/{study_uid}")["status"]
+        return get_json(f"{node}/api/studies/{study_uid}", token)["status"]
     except OSError:  # not received yet (404) or not up yet
         return None
 
@@ -132,8 +142,13 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+def page(browser, request, stack):
+    """A page whose browser answers the node's and the viewer's basic-auth challenge with
+    the token, as a user types it."""
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 900},
+        http_credentials={"username": "staff", "password": stack["token"]},
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -150,8 +165,12 @@ def test_the_units_commands_run_the_archive_node_and_viewer(stack):
     output = stack["log"].read_text()
     for command in ("Orthanc --logdir=", "myonode serve", "myonode viewer"):
         assert command in output
-    health = get_json(f"{stack['node']}/api/health")
+    health = get_json(f"{stack['node']}/api/health", stack["token"])
     assert health["status"] == "ok" and health["counts"]["outbox"] == {"sent": 3}
+    # Authentication is on as installed: without the token, the API and the viewer refuse.
+    for url in (f"{stack['node']}/api/studies", f"{stack['viewer']}/dicom-web/studies"):
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(url, timeout=10)
     credentials = json.loads((stack["directory"] / "etc/orthanc/credentials.json").read_text())
     import pyorthanc
 
@@ -194,7 +213,8 @@ def test_dashboard_shows_the_study_its_overlay_and_a_viewer_link(stack, page):
         link.click()
     viewer = popup.value
     viewer.wait_for_selector("canvas.cornerstone-canvas", timeout=60000)
-    metrics = urllib.request.urlopen(f"{stack['node']}/metrics").read().decode()
+    metrics = urllib.request.urlopen(authorized(f"{stack['node']}/metrics", stack["token"]))
+    metrics = metrics.read().decode()
     assert 'myonode_outbox{state="sent"} 3.0' in metrics
 
 
@@ -267,7 +287,9 @@ def area_label(page, timeout_ms: float) -> str | None:
 
 
 def test_ohif_reads_the_sr_in_its_sr_viewport(stack, page):
-    results = get_json(f"{stack['node']}/api/results?study_uid={stack['study_uid']}")
+    results = get_json(
+        f"{stack['node']}/api/results?study_uid={stack['study_uid']}", stack["token"]
+    )
     areas = [f"Area: {r['value']:.2f} cm2" for r in results if r["quantity"] == "max_csa"]
     open_study(page, stack)
     page.get_by_text("SR", exact=True).dblclick()
@@ -311,15 +333,22 @@ def test_ohif_opens_the_pdf_report(stack, page):
 def test_viewer_proxies_wado_uri_as_the_client_accepts(stack):
     """WADO-URI through the viewer: the instance, uncompressed for a client that asked for
     no content encoding, and the archive's credentials never needed by the client."""
-    detail = get_json(f"{stack['node']}/api/studies/{stack['study_uid']}")
+    detail = get_json(f"{stack['node']}/api/studies/{stack['study_uid']}", stack["token"])
     [seg] = [o for o in detail["outbox"] if o["sop_class_uid"].endswith(".66.4")]
     series = pydicom.dcmread(seg["path"], stop_before_pixels=True).SeriesInstanceUID
     query = (
         f"requestType=WADO&studyUID={stack['study_uid']}&seriesUID={series}"
         f"&objectUID={seg['sop_uid']}&contentType=application/dicom"
     )
-    with urllib.request.urlopen(f"{stack['viewer']}/wado?{query}") as response:
+    with urllib.request.urlopen(
+        authorized(f"{stack['viewer']}/wado?{query}", stack["token"])
+    ) as response:
         body = response.read()
         assert response.headers.get("content-encoding") is None
     assert body[128:132] == b"DICM"
     assert pydicom.dcmread(io.BytesIO(body)).SOPInstanceUID == seg["sop_uid"]
+    # Neither the node nor the viewer wrote the archive's password into its log.
+    credentials = json.loads((stack["directory"] / "etc/orthanc/credentials.json").read_text())
+    password = credentials["RegisteredUsers"]["myonode"]
+    for name in ("node", "viewer"):
+        assert password not in (stack["directory"] / "log" / f"{name}.log").read_text(), name

@@ -1,8 +1,12 @@
 """The viewer's proxy to the archive (no network: the archive is an httpx MockTransport that
 records what reaches it). Only reads below /dicom-web and /wado pass; a path that could leave
-them never reaches the archive, whose REST API the proxy's credentials would open."""
+them never reaches the archive, whose REST API the proxy's credentials would open. Every path
+needs the node's HTTP token and an allowed Host; the archive's credentials go as basic auth,
+never in a URL that the HTTP client logs."""
 
 import asyncio
+import base64
+import logging
 
 import httpx
 import pytest
@@ -11,6 +15,7 @@ from fastapi.testclient import TestClient
 from myonode.app.viewer import create_viewer_app
 
 from conftest import make_settings
+from support import AUTH_HEADERS
 
 ARCHIVE = "http://myonode:secret@archive.test:8042"
 
@@ -27,6 +32,7 @@ def viewer(tmp_path):
             "viewer.ohif_dir": str(ohif),
             "archive.dicomweb_url": f"{ARCHIVE}/dicom-web",
             "archive.wado_uri_url": f"{ARCHIVE}/wado",
+            "http.allowed_hosts": ["testserver", "viewer.test"],
         },
     )
     archive = RecordingArchive()
@@ -56,7 +62,10 @@ def raw_get(app, raw_path: bytes, method: str = "GET") -> int:
         "raw_path": raw_path,
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"viewer.test")],
+        "headers": [
+            (b"host", b"viewer.test"),
+            (b"authorization", AUTH_HEADERS["Authorization"].encode()),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("viewer.test", 80),
     }
@@ -75,7 +84,7 @@ def raw_get(app, raw_path: bytes, method: str = "GET") -> int:
 
 def test_qido_wado_rs_and_wado_uri_reads_reach_the_archive(viewer):
     app, seen = viewer
-    client = TestClient(app)
+    client = TestClient(app, headers=AUTH_HEADERS)
     uid = "1.2.826.0.1.3680043.8.498.1"
     paths = [
         "/dicom-web/studies?PatientID=MYO-1&limit=25",
@@ -106,7 +115,7 @@ def test_qido_wado_rs_and_wado_uri_reads_reach_the_archive(viewer):
 )
 def test_paths_that_could_leave_dicomweb_are_refused_before_the_archive(viewer, path):
     app, seen = viewer
-    assert TestClient(app).get(path).status_code == 400
+    assert TestClient(app, headers=AUTH_HEADERS).get(path).status_code == 400
     assert seen == []
 
 
@@ -129,7 +138,37 @@ def test_raw_dot_segments_are_refused_before_the_archive(viewer, raw):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_only_reads_are_forwarded(viewer, method):
     app, seen = viewer
-    client = TestClient(app)
+    client = TestClient(app, headers=AUTH_HEADERS)
     for path in ("/dicom-web/studies", "/dicom-web/..%2F..%2Ftools%2Fshutdown", "/wado"):
         assert client.request(method, path, content=b"{}").status_code == 405, path
     assert seen == []
+
+
+@pytest.mark.parametrize("path", ["/", "/app-config.js", "/dicom-web/studies", "/wado"])
+def test_every_path_needs_the_token(viewer, path):
+    app, seen = viewer
+    response = TestClient(app).get(path)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic ")
+    assert seen == []
+
+
+def test_a_foreign_host_is_refused(viewer):
+    app, seen = viewer
+    client = TestClient(app, headers=AUTH_HEADERS)
+    assert client.get("/dicom-web/studies", headers={"Host": "attacker.example"}).status_code == 400
+    assert seen == []
+
+
+def test_archive_credentials_leave_the_url_and_the_log(viewer, caplog):
+    """The password is sent as basic auth; no URL the proxy builds (and httpx logs at INFO
+    for every request) carries it."""
+    app, seen = viewer
+    with caplog.at_level(logging.DEBUG):
+        assert TestClient(app, headers=AUTH_HEADERS).get("/dicom-web/studies").status_code == 200
+    [request] = seen
+    assert request.url.userinfo == b"" and "secret" not in str(request.url)
+    scheme, _, value = request.headers["authorization"].partition(" ")
+    assert (scheme, base64.b64decode(value)) == ("Basic", b"myonode:secret")
+    assert "dicom-web/studies" in caplog.text  # the request was logged...
+    assert "secret" not in caplog.text  # ...without the password

@@ -1,6 +1,8 @@
 """The node's web app: the read-only REST API, the dashboard page on top of it, and /metrics.
 
-JSON (results also as CSV). Served by `myonode serve` on `http.bind:http.port`.
+JSON (results also as CSV). Served by `myonode serve` on `http.bind:http.port`, behind the
+Host allow-list and token authentication of `app.auth` (all but /api/health). `limit`
+parameters are clamped to 1..`http.max_rows`; /docs and /openapi.json only with `http.docs`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from myonode import __version__
+from myonode.app.auth import Guard, accepted_digests
 from myonode.app.metrics import Metrics
 from myonode.core.config import Settings
 from myonode.store.files import results_dir_for
@@ -38,7 +41,20 @@ def create_app(
     wanted: dict[str, list[str] | None] | None = None,
 ) -> FastAPI:
     """`wanted`: the modalities and SOP classes the node's profiles select (`/api/wanted`)."""
-    app = FastAPI(title="myonode", version=__version__)
+    docs = settings.http.docs
+    app = FastAPI(
+        title="myonode",
+        version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.add_middleware(
+        Guard, digests=accepted_digests(settings), allowed_hosts=settings.http.allowed_hosts
+    )
+
+    def clamp(limit: int) -> int:
+        return max(1, min(limit, settings.http.max_rows))
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -86,7 +102,7 @@ def create_app(
                 "status": index.study_status(listing.study.study_uid),
                 "decisions": _rows(index.decisions(listing.study.study_uid)),
             }
-            for listing in index.recent_studies(limit)
+            for listing in index.recent_studies(clamp(limit))
         ]
 
     @app.get("/api/studies/{study_uid}")
@@ -105,9 +121,14 @@ def create_app(
             "results": as_dicts(index.query_results(ResultFilter(study_uid=study_uid))),
         }
 
+    @app.get("/api/review")
+    def review() -> list[dict]:
+        """Studies with a structure that did not pass quality control (review or fail)."""
+        return _rows(index.studies_needing_review())
+
     @app.get("/api/jobs")
     def jobs(limit: int = 100) -> list[dict]:
-        return _rows(index.jobs(limit))
+        return _rows(index.jobs(clamp(limit)))
 
     @app.get("/api/jobs/{job_id}/overlay.png", response_class=FileResponse)
     def overlay(job_id: int) -> FileResponse:
@@ -120,7 +141,7 @@ def create_app(
 
     @app.get("/api/outbox")
     def outbox(limit: int = 100) -> list[dict]:
-        return _rows(index.outbox(limit))
+        return _rows(index.outbox(clamp(limit)))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

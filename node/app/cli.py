@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import re
 import signal
 import sys
@@ -18,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from myonode import __version__
-from myonode.core.config import ConfigError, Settings, dump_settings, load_settings
+from myonode.core.config import ConfigError, LogSettings, Settings, dump_settings, load_settings
+from myonode.core.logs import configure_logging
 from myonode.route.profiles import ProfileError
 from myonode.store.index import Index
 from myonode.store.records import ResultFilter
@@ -72,7 +72,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         return 2
     viewer = settings.viewer
     console.print(f"OHIF on http://{viewer.bind}:{viewer.port}/, the archive on /dicom-web")
-    uvicorn.run(app, host=viewer.bind, port=viewer.port, log_level="warning")
+    uvicorn.run(app, host=viewer.bind, port=viewer.port, log_level="warning", log_config=None)
     return 0
 
 
@@ -86,13 +86,16 @@ STRUCTURE_COLUMNS = (
 
 
 def _summary_tables(index: Index, study_uid: str | None = None) -> list[Table]:
-    """One row per structure (volume, mass, HU/fat fraction, max CSA), then study values."""
+    """One row per structure (QC verdict, volume, mass, HU/fat fraction, max CSA), then study
+    values; a structure that failed QC has its verdict and no number."""
     records = index.query_results(ResultFilter(study_uid=study_uid))
     per_structure: dict[tuple[str, str], dict[str, float | None]] = {}
+    verdicts: dict[tuple[str, str], str] = {}
     study_values = []
     for r in records:
         if r.structure:
             per_structure.setdefault((r.pipeline, r.structure), {})[r.quantity] = r.value
+            verdicts[(r.pipeline, r.structure)] = r.qc or ""
         else:
             study_values.append(r)
     columns = [
@@ -103,11 +106,12 @@ def _summary_tables(index: Index, study_uid: str | None = None) -> list[Table]:
     structures = Table(title="Measured structures")
     structures.add_column("pipeline")
     structures.add_column("structure")
+    structures.add_column("QC")
     for _, label in columns:
         structures.add_column(label, justify="right")
     for (pipeline, structure), values in per_structure.items():
         cells = [f"{values[q]:.1f}" if values.get(q) is not None else "" for q, _ in columns]
-        structures.add_row(pipeline, structure, *cells)
+        structures.add_row(pipeline, structure, verdicts[(pipeline, structure)], *cells)
     study = Table(title="Study-level values")
     for column in ("quantity", "value", "unit"):
         study.add_column(column, justify="right" if column == "value" else "left")
@@ -237,6 +241,37 @@ def cmd_reroute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from myonode.store.retention import prune
+
+    settings = _settings(args)
+    if not settings.index_path.exists():
+        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        return 1
+    retention = settings.storage.retention
+    keep_days = retention.keep_days if args.keep_days is None else args.keep_days
+    free_mb = retention.free_mb if args.free_mb is None else args.free_mb
+    if keep_days is None and free_mb is None:
+        err.print("nothing to prune by: set storage.retention, or --keep-days / --free-mb")
+        return 2
+    report = prune(
+        Index(settings.index_path),
+        settings.instances_dir,
+        settings.results_dir,
+        keep_days,
+        free_mb,
+        dry_run=args.dry_run,
+    )
+    for study_uid in report.studies:
+        print(study_uid)
+    verb = "would delete" if report.dry_run else "deleted"
+    err.print(
+        f"{verb} {report.files} files ({report.bytes / 2**20:.1f} MiB) of "
+        f"{len(report.studies)} studies (done or not routed only)"
+    )
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from myonode.dispatch.scu import SendError, describe, send_files
 
@@ -344,7 +379,7 @@ def _date(text: str) -> dt.date:
 
 def _records_table(records) -> Table:
     table = Table(title="Results")
-    for column in ("patient", "study date", "study", "pipeline", "structure", "quantity"):
+    for column in ("patient", "study date", "study", "pipeline", "structure", "QC", "quantity"):
         table.add_column(column)
     table.add_column("value", justify="right")
     table.add_column("unit")
@@ -356,6 +391,7 @@ def _records_table(records) -> Table:
             r.study_uid,
             r.pipeline,
             r.structure or "(study)",
+            r.qc or "",
             r.quantity,
             escape(value or ""),
             escape(r.unit),
@@ -596,6 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reroute.set_defaults(func=cmd_reroute)
 
+    prune_cmd = sub.add_parser(
+        "prune", help="delete images and outputs of old studies that are done (retention)"
+    )
+    prune_cmd.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    prune_cmd.add_argument("--keep-days", type=float, help="override storage.retention.keep_days")
+    prune_cmd.add_argument("--free-mb", type=int, help="override storage.retention.free_mb")
+    prune_cmd.set_defaults(func=cmd_prune)
+
     send = sub.add_parser("send", help="C-STORE files or folders to a peer")
     send.add_argument("paths", nargs="+", type=Path)
     send.add_argument("--to", required=True, help="AET@HOST:PORT")
@@ -675,12 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for library in ("pynetdicom", "highdicom", "dicomweb_client"):
-        logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        max_line_chars = load_settings(args.config).logging.max_line_chars
+    except ConfigError:  # reported below, by the command that needs the settings
+        max_line_chars = LogSettings().max_line_chars
+    configure_logging(args.verbose, max_line_chars)
     try:
         return args.func(args)
     except ConfigError as exc:

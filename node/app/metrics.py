@@ -1,5 +1,5 @@
 """Prometheus metrics served at /metrics: what arrived or was refused, job and delivery state,
-and how long jobs take.
+quality-control verdicts of the stored results, and how long jobs take.
 
 Counts of jobs, deliveries and studies are read from the index at scrape time, so they are
 right after a restart; instance outcomes and job durations are counted by this process.
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from myonode.core.quality import VERDICTS
 from myonode.receive.ingest import Outcome
 from myonode.store.repository import Store
 
@@ -46,6 +47,15 @@ class _IndexCollector(Collector):
         yield GaugeMetricFamily(
             "myonode_studies", "Studies in the index.", value=counts["studies"]["total"]
         )
+        verdicts = self.index.qc_counts()
+        qc = GaugeMetricFamily(
+            "myonode_qc_structures",
+            "Segmented structures in the stored results, by quality-control verdict.",
+            labels=["verdict"],
+        )
+        for verdict in VERDICTS:
+            qc.add_metric([verdict], verdicts.get(verdict, 0))
+        yield qc
 
 
 class Metrics:

@@ -32,13 +32,15 @@ from myonode.route.profiles import (
     profile_dirs,
     wanted_series,
 )
-from myonode.store.files import remove_stale_partials
+from myonode.store.files import prepare_data_dir, remove_stale_partials
 from myonode.store.index import Index
 from myonode.store.repository import Store
+from myonode.store.retention import prune
 from myonode.worker.loop import run_next_job
 from myonode.worker.runner import Runner
 
 log = logging.getLogger(__name__)
+RETENTION_PAUSE_S = 3600.0  # between two passes of storage.retention in a running node
 
 ROLES = ("receiver", "router", "worker", "dispatcher", "web")
 
@@ -63,7 +65,7 @@ class Node:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         self.settings = settings
         self.roles = set(roles)
-        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.storage.data_dir, settings.index_path)
         self.index = Index(settings.index_path)
         self.queue = job_queue(self.index, settings)
         self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
@@ -126,6 +128,11 @@ class Node:
             loops.append(
                 ("dispatch", self.dispatcher.send_due, self.settings.dispatch.poll_seconds)
             )
+        retention = self.settings.storage.retention
+        if "router" in self.roles and (
+            retention.keep_days is not None or retention.free_mb is not None
+        ):  # one process of a site applies retention: the one that routes
+            loops.append(("retention", self.retain, RETENTION_PAUSE_S))
         if self._worker_threads:
             loops += [
                 (
@@ -159,6 +166,25 @@ class Node:
             self._resubmit_at = now + self.settings.queue.resubmit_seconds
             self.queue.requeue_interrupted()
         return queued
+
+    def retain(self) -> bool:
+        """Apply `storage.retention` once (the loop waits an interval after each pass)."""
+        retention = self.settings.storage.retention
+        report = prune(
+            self.index,
+            self.settings.instances_dir,
+            self.settings.results_dir,
+            retention.keep_days,
+            retention.free_mb,
+        )
+        if report.studies:
+            log.info(
+                "retention deleted %d files (%d MiB) of %d studies",
+                report.files,
+                report.bytes // 2**20,
+                len(report.studies),
+            )
+        return False
 
     def _loop(self, name: str, step: Callable[[], object], pause: float) -> None:
         while not self._stop.is_set():

@@ -4,9 +4,11 @@ Orthanc 1.10 sends no CORS headers, so the browser must reach DICOMweb through t
 that served OHIF. This app serves OHIF's prebuilt `dist/` at the site root (paths that are not
 files fall back to index.html: OHIF routes in the browser), its own `app-config.js` with one
 DICOMweb data source at `/dicom-web` and `/wado`, and streams those two paths to the archive
-(`archive.dicomweb_url`, `archive.wado_uri_url`; credentials in the URL are sent as basic auth,
-so the browser never sees them). It is its own process so radiologists keep their viewer while
-the node restarts.
+(`archive.dicomweb_url`, `archive.wado_uri_url`; credentials in the URL are taken out of it and
+sent as basic auth, so neither the browser nor a log line of the HTTP client ever sees them).
+It is its own process so radiologists keep their viewer while the node restarts. The same Host
+allow-list and token authentication as the node's API guard every path (`app.auth`): the
+proxy opens the archive with the node's credentials.
 
 The proxy forwards only reads (GET, HEAD: OHIF's QIDO-RS, WADO-RS and WADO-URI; it stores
 nothing) under those two roots: a path with an empty, `.` or `..` segment, an encoded slash or
@@ -28,6 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from myonode.app.auth import Guard, accepted_digests
 from myonode.core.config import Settings
 
 # OHIF 3.13 reads image coordinates from every TID 1500 measurement group when it opens an SR
@@ -70,6 +73,15 @@ def under(url: str, root: str) -> bool:
     return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port) and (
         target.path == base.path or target.path.startswith(base.path.rstrip("/") + "/")
     )
+
+
+def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without user:password@, and those credentials as basic auth (or None)."""
+    parsed = httpx.URL(url)
+    if not parsed.username and not parsed.password:
+        return url, None
+    bare = str(parsed.copy_with(username=None, password=None))
+    return bare, httpx.BasicAuth(parsed.username, parsed.password)
 
 
 def ohif_config() -> dict:
@@ -134,11 +146,22 @@ def create_viewer_app(
         )
     if not settings.archive.dicomweb_url:
         raise ValueError("archive.dicomweb_url is unset: the viewer has nothing to show")
-    upstreams = {"dicom-web": settings.archive.dicomweb_url.rstrip("/")}
-    if settings.archive.wado_uri_url:
-        upstreams["wado"] = settings.archive.wado_uri_url.rstrip("/")
+    upstreams, auths = {}, {}
+    for root, configured in (
+        ("dicom-web", settings.archive.dicomweb_url),
+        ("wado", settings.archive.wado_uri_url),
+    ):
+        if configured:
+            url, auths[root] = split_credentials(configured.rstrip("/"))
+            upstreams[root] = url.rstrip("/")
     client = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), transport=transport)
     app = FastAPI(title="myonode viewer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(
+        Guard,
+        digests=accepted_digests(settings),
+        allowed_hosts=settings.http.allowed_hosts,
+        public_paths=frozenset(),
+    )
     app.router.on_shutdown.append(client.aclose)
     config_js = f"window.config = {json.dumps(ohif_config(), indent=2)};\n"
     config_js += SR_WITHOUT_COORDINATES_JS
@@ -170,7 +193,7 @@ def create_viewer_app(
         headers["forwarded"] = f"host={request.url.netloc};proto={request.url.scheme}"
         upstream = client.build_request(request.method, url, headers=headers)
         try:
-            response = await client.send(upstream, stream=True)
+            response = await client.send(upstream, stream=True, auth=auths[root])
         except httpx.HTTPError as exc:
             return PlainTextResponse(f"archive unreachable: {exc}", status_code=502)
         return StreamingResponse(

@@ -11,7 +11,10 @@ from fastapi import FastAPI
 
 class WebServer:
     def __init__(self, app: FastAPI, bind: str, port: int) -> None:
-        config = uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's records go through the root's redacting handler.
+        config = uvicorn.Config(
+            app, host=bind, port=port, log_level="warning", lifespan="off", log_config=None
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 

@@ -84,6 +84,20 @@ class DicomSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """What `myonode prune` (and the node, hourly) deletes: the received instances and the
+    outputs of studies that are done (measured and delivered) or were not routed."""
+
+    keep_days: float | None = Field(
+        default=None, gt=0, description="Delete such studies last received longer ago. Empty: keep."
+    )
+    free_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="While less than this is free, delete such studies too, oldest first.",
+    )
+
+
 class StorageSettings(_Section):
     data_dir: Path = Path("myonode-data")
     min_free_mb: int = Field(
@@ -91,6 +105,7 @@ class StorageSettings(_Section):
         ge=0,
         description="Refuse new instances (0xA700) when less than this is free on the disk.",
     )
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 class AssembleSettings(_Section):
@@ -135,12 +150,58 @@ class DispatchSettings(_Section):
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     poll_seconds: float = Field(default=1.0, gt=0)
+    give_up_after_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="A delivery still failing this long after it was queued (destination "
+        "unknown, unreachable or refusing) ends 'failed'; its files stay on the node.",
+    )
+
+
+class HttpAuthSettings(_Section):
+    """Who may use the node's HTTP (API, dashboard, /metrics) and the viewer."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Every request but GET /api/health needs a token: 'Authorization: Bearer "
+        "<token>', or basic auth with any user name and the token as password (browsers).",
+    )
+    token_sha256: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 (hex) of each accepted token; tokens are never stored. Empty: "
+        "a token is generated into <data_dir>/http-token (0600) at start.",
+    )
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex_digests(cls, values: list[str]) -> list[str]:
+        digests = [value.strip().lower() for value in values]
+        for digest in digests:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("each entry is a SHA-256 hex digest (64 hex digits)")
+        return digests
 
 
 class HttpSettings(_Section):
     enabled: bool = True
     bind: str = Field(default="127.0.0.1", description="REST API, dashboard and /metrics.")
     port: int = Field(default=8080, ge=0, le=65535)
+    auth: HttpAuthSettings = Field(default_factory=HttpAuthSettings)
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host header names (no port) the node and the viewer answer; others get "
+        "400 (DNS rebinding). Add the names users and the Orthanc plugin use; '*' allows any.",
+    )
+    docs: bool = Field(default=False, description="Serve /docs and /openapi.json.")
+    max_rows: int = Field(
+        default=1000, ge=1, description="Upper bound of the API's `limit` parameters."
+    )
+
+
+class LogSettings(_Section):
+    max_line_chars: int = Field(
+        default=2000, ge=200, description="Longer log lines are cut, with the count cut."
+    )
 
 
 class ArchiveSettings(_Section):
@@ -191,6 +252,7 @@ class Settings(_Section):
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     viewer: ViewerSettings = Field(default_factory=ViewerSettings)
+    logging: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _source_check_needs_archive(self) -> Settings:
@@ -212,6 +274,11 @@ class Settings(_Section):
     @property
     def results_dir(self) -> Path:
         return self.storage.data_dir / "results"
+
+    @property
+    def http_token_path(self) -> Path:
+        """Where a generated HTTP token is kept when no token_sha256 is configured."""
+        return self.storage.data_dir / "http-token"
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,7 @@
 """Patient facts from the DICOM header, each with the reason when it cannot be used.
 
-Height (PatientSize, metres) and weight (PatientWeight, kg) are often missing or wrong in real
-headers; an implausible value is treated as missing (and said so), never silently converted,
+Height (PatientSize, metres), weight (PatientWeight, kg) and age are often missing or wrong in
+real headers; an implausible value is treated as missing (and said so), never silently converted,
 because a height entered in centimetres and "fixed" by guessing would change every index.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+AGE_RANGE_YEARS = (0.0, 125.0)
 HEIGHT_RANGE_M = (0.5, 2.5)
 WEIGHT_RANGE_KG = (2.0, 400.0)
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
@@ -78,6 +79,11 @@ def patient_facts(header: Mapping[str, Any]) -> PatientFacts:
             age = (study_date - birth).days / 365.25
         else:
             missing["age"] = "neither PatientAge nor PatientBirthDate with StudyDate is usable"
+    if age is not None and not AGE_RANGE_YEARS[0] <= age <= AGE_RANGE_YEARS[1]:
+        missing["age"] = (
+            f"an age of {age:.0f} years (PatientAge {age_text or 'from dates'}) is not plausible"
+        )
+        age = None
 
     height = _number(get("PatientSize"))
     if height is None:

@@ -58,6 +58,16 @@ HANDGRIP = private_code("HANDGRIP", "Handgrip strength")
 CHAIR_RISE = private_code("CHAIRRISE5", "Five-times chair-rise time")
 SARCOPENIA_PROBABILITY = private_code("SARCPROB", "Sarcopenia probability")
 PREDICTED = private_code("IMGPREDICTED", "Predicted from the image by a regression model")
+# Quality control of a segmented structure (myonode.qc): the verdict is coded with the
+# standard values of CID 6044 (usable and meets / usable and does not meet the quality-control
+# standard / unusable); no standard concept names a segmentation's QC verdict, nor its reasons.
+QC_VERDICT = private_code("QCVERDICT", "Segmentation quality control verdict")
+QC_REASONS = private_code("QCREASONS", "Segmentation quality control reasons")
+QC_VALUES = {
+    "pass": Code("111237", "DCM", "Usable - Meets the quality control standard"),
+    "review": Code("111236", "DCM", "Usable - Does not meet the quality control standard"),
+    "fail": Code("111235", "DCM", "Unusable - Quality renders image unusable"),
+}
 
 UNITS = {
     "cm3": "cubic centimeter",

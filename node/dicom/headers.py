@@ -60,6 +60,8 @@ ROUTING_TAGS = (
     "ContrastBolusIngredient",
     "ImageComments",
     "DiffusionBValue",
+    "RescaleSlope",
+    "RescaleIntercept",
     "AcquisitionNumber",
     "AcquisitionDate",
     "EchoNumbers",

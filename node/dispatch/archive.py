@@ -86,13 +86,14 @@ class Archive:
         return [r for r in records if wanted.accepts(r)]
 
     def priors(self, patient_id: str, before: dt.date) -> list[Prior]:
-        """Structure masses from the patient's earlier studies in the archive."""
+        """Structure masses from the patient's earlier studies in the archive (only those that
+        passed QC, or predate it: a doubtful mass is no baseline)."""
         wanted = ResultFilter(
             patient_id=patient_id, until=before - dt.timedelta(days=1), quantity="mass"
         )
         priors = []
         for record in self.results(wanted):
             date = dt.datetime.strptime(record.study_date, "%Y%m%d").date()
-            if record.value is not None:
+            if record.value is not None and record.qc in (None, "pass"):
                 priors.append(Prior(record.study_uid, date, record.structure, record.value))
         return priors

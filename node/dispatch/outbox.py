@@ -2,7 +2,9 @@
 
 An outbox row is marked sent only after the peer answered the C-STORE with success or a
 warning. A destination that is down or refuses keeps its rows pending with an exponentially
-growing delay (capped), so delivery resumes by itself when the peer is back. Peers of kind
+growing delay (capped), so delivery resumes by itself when the peer is back, until
+`dispatch.give_up_after_hours` after the row was queued: then it ends `failed` (an AE with no
+address, a peer gone for good), which the study's status and /metrics show. Peers of kind
 ``stow-rs`` get the same outbox over STOW-RS (`stow`), except that a 4xx answer is final: the
 row is marked failed with the answer instead of being retried forever.
 
@@ -163,6 +165,12 @@ class Dispatcher:
         return delivered
 
     def _failed(self, row: OutboxRecord, error: str) -> None:
+        deadline_s = self.settings.dispatch.give_up_after_hours * 3600
+        if time.time() - row.created_at >= deadline_s:
+            error = f"gave up after {self.settings.dispatch.give_up_after_hours:g} h: {error}"
+            self.index.mark_failed(row.id, error)
+            log.error("delivery of %s to %s failed: %s", row.sop_uid, row.destination, error)
+            return
         delay = self._backoff(row.attempts)
         self.index.mark_attempt_failed(row.id, error, time.time() + delay)
         log.warning(

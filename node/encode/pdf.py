@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ from myonode.encode import (
 )
 from myonode.encode.sr import intended_use_statement
 from myonode.measure.assessment import Assessment
+from myonode.measure.structures import StructureMeasurements
 
 PDF_SERIES_OFFSET = 2
 _PATIENT_STUDY = (
@@ -104,6 +106,11 @@ def _reference_axes(axes: Sequence, assessment: Assessment) -> None:
         ax.set_xlabel(f"{ref.source}, {ref.population}", fontsize=5)
 
 
+def _verdict(assessment: Assessment, item: StructureMeasurements) -> str:
+    """The QC column: the verdict ('–' where QC did not run)."""
+    return assessment.quality.verdict(item.structure.key) if assessment.quality else "–"
+
+
 def render_key_image(volume: Volume, label_map: LabelMap) -> bytes:
     """The report's key image with the overlay, as PNG: the dashboard's picture of a job."""
     figure = Figure(figsize=(6.4, 4.4))
@@ -137,16 +144,23 @@ def render_pdf(
     rows = [
         (
             s.structure.name,
-            f"{s.volume_cm3:.1f}",
-            f"{s.mass_g:.1f}",
-            f"{s.attenuation.mean:.0f}"
-            if s.attenuation
-            else (f"{s.fat_fraction.mean:.1f} %" if s.fat_fraction else ""),
+            _verdict(assessment, s),
+            *(
+                (
+                    f"{s.volume_cm3:.1f}",
+                    f"{s.mass_g:.1f}",
+                    f"{s.attenuation.mean:.0f}"
+                    if s.attenuation
+                    else (f"{s.fat_fraction.mean:.1f} %" if s.fat_fraction else ""),
+                )
+                if assessment.published(s)
+                else ("not measured", "", "")
+            ),
         )
         for s in assessment.structures
         if s.voxel_count
     ]
-    labels = ["structure", "volume cm³", "mass g", "mean HU / FF"]
+    labels = ["structure", "QC", "volume cm³", "mass g", "mean HU / FF"]
     if assessment.predictions:
         labels = ["predicted", "mean", "σ", "unit"]
         rows = [
@@ -169,6 +183,22 @@ def render_pdf(
         )
         table.auto_set_font_size(False)
         table.set_fontsize(7)
+    if assessment.quality is not None:
+        doubtful = [
+            f"{s.structure.name}: {assessment.quality.describe(s.structure.key)}"
+            for s in assessment.structures
+            if s.voxel_count and not assessment.quality.passed(s.structure.key)
+        ]
+        if doubtful:
+            figure.text(
+                0.62,
+                0.73,
+                "Quality control (not pass):\n"
+                + "\n".join(textwrap.shorten(d, 240) for d in doubtful[:8]),
+                fontsize=5.5,
+                va="top",
+                wrap=True,
+            )
     derived = [d for d in assessment.derived if d.value is not None][:6]
     figure.text(
         0.05,
@@ -188,9 +218,9 @@ def render_pdf(
     elif assessment.predictions:  # the model's notes: intended use, what was not predicted
         figure.text(0.05, 0.2, "\n".join(assessment.notes[:8]), fontsize=8, wrap=True)
     else:
-        reasons = [n for n in assessment.notes if "reference" in n.lower()] or [
-            "No published reference applies to these structures."
-        ]
+        reasons = [n for n in assessment.notes if "reference" in n.lower() or "evaluable: QC" in n][
+            :8
+        ] or ["No published reference applies to these structures."]
         figure.text(0.05, 0.2, "\n".join(reasons), fontsize=8, wrap=True)
     conclusions = "; ".join(f"{s.guideline}: {s.conclusion}" for s in assessment.sarcopenia)
     figure.text(0.05, 0.03, f"Sarcopenia criteria — {conclusions}", fontsize=7)

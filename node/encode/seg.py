@@ -11,6 +11,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
+from myonode.core.quality import QualityReport
 from myonode.core.types import Algorithm, LabelMap
 from myonode.core.volume import Volume
 from myonode.dicom.anatomy import Structure
@@ -86,8 +87,12 @@ def build_segmentation(
     algorithm: Algorithm,
     identity: OutputIdentity,
     device: Device,
+    quality: QualityReport | None = None,
 ) -> Dataset:
     """A BINARY SEG of `label_map` referencing the slices of `volume`.
+
+    With `quality`, each segment's Segment Description states its QC verdict and reasons: a
+    structure that failed QC keeps its segment (to show what was rejected), labelled so.
 
     When the volume's grid is its source slices (or the frames of one Enhanced source image),
     each frame references its slice (or source frame). When it is
@@ -127,6 +132,11 @@ def build_segmentation(
         )
         for label, number in numbers.items()
     ]
+    if quality is not None:
+        for description, label in zip(descriptions, numbers, strict=True):
+            description.SegmentDescription = quality.describe(label_map.structures[label].key)[
+                :1024
+            ]
     segmentation = hd.seg.Segmentation(
         source_images=source_images,
         further_source_images=further_sources or None,

@@ -3,7 +3,9 @@
 - Observer: the device/algorithm (TID 1004).
 - One TID 1411 volumetric ROI group per segmented structure, referencing its SEG segment and
   the source series: volume, mass, mean/SD attenuation (CT) or fat fraction (Dixon), CSA at
-  L3, and the mass change since a prior study.
+  L3, and the mass change since a prior study; its quality-control verdict (`myonode.qc`) as
+  a coded qualitative evaluation with the reasons as text. A structure that failed QC keeps
+  its group (and SEG segment) with the verdict and reasons but no measurement.
 - Before those, one TID 1410 planar ROI group per structure for its maximum CSA (same
   tracking identifier, its own tracking UID): the area, and the region's outline on that
   source image as a SCOORD polyline, so viewers that draw measurements on images (OHIF)
@@ -54,12 +56,20 @@ def _num(name: Code, value: float, unit: str, **kwargs) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=name, value=value, unit=c.ucum(unit), **kwargs)
 
 
+def _verdict(assessment: Assessment, key: str) -> list[hd.sr.QualitativeEvaluation] | None:
+    """The structure's QC verdict as a coded qualitative evaluation (None without QC)."""
+    if assessment.quality is None:
+        return None
+    return [hd.sr.QualitativeEvaluation(c.QC_VERDICT, c.QC_VALUES[assessment.quality.verdict(key)])]
+
+
 def _maximum_area_group(
     item: StructureMeasurements,
     sources: Sequence[Dataset],
     identity: OutputIdentity,
     algorithm_id: hd.sr.AlgorithmIdentification,
     frame_numbers: Sequence[int] | None,
+    assessment: Assessment,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410: the largest cross-section, outlined on the image (or frame) it was measured
     on."""
@@ -83,6 +93,7 @@ def _maximum_area_group(
         finding_sites=[hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)],
         algorithm_id=algorithm_id,
         measurements=[_num(c.AREA, item.max_area.area_cm2, "cm2", derivation=c.MAXIMUM)],
+        qualitative_evaluations=_verdict(assessment, structure.key),
     )
 
 
@@ -163,6 +174,20 @@ def _statements(assessment: Assessment, algorithm: Algorithm, reasons: Sequence[
     missing = [s.structure.name for s in assessment.structures if s.voxel_count == 0]
     if missing:
         statements.append("Not found in the image: " + ", ".join(missing) + ".")
+    if assessment.quality is not None:
+        found = [s for s in assessment.structures if s.voxel_count]
+        verdicts = [assessment.quality.verdict(s.structure.key) for s in found]
+        statements.append(
+            "Quality control: "
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in ("pass", "review", "fail"))
+            + " (failed structures are not measured; values under review are not used for "
+            "indices, reference comparisons or sarcopenia criteria)."
+        )
+        statements += [
+            f"{s.structure.name}: {assessment.quality.describe(s.structure.key)}"
+            for s, verdict in zip(found, verdicts, strict=True)
+            if verdict != "pass"
+        ]
     for comparison in assessment.comparisons:
         statements.append(
             f"Reference for {comparison.quantity}: {comparison.reference.describe()} "
@@ -229,39 +254,56 @@ def build_report(
     changes = {change.structure: change for change in assessment.changes}
     # Planar groups first: OHIF's SR viewport opens on the first measurement with an image.
     groups: list = [
-        _maximum_area_group(item, source_datasets, identity, algorithm_id, frame_numbers)
+        _maximum_area_group(
+            item, source_datasets, identity, algorithm_id, frame_numbers, assessment
+        )
         for item in assessment.structures
         if slices_are_sources
         and segmentation is not None
         and item.label in segment_numbers
         and item.max_area
+        and assessment.published(item)
     ]
     for item in assessment.structures:
         if segmentation is None or item.label not in segment_numbers:
             continue
         structure = item.structure
-        groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=identity.uid("tracking", structure.key), identifier=structure.key
-                ),
-                referenced_segment=hd.sr.ReferencedSegment(
-                    sop_class_uid=segmentation.SOPClassUID,
-                    sop_instance_uid=segmentation.SOPInstanceUID,
-                    segment_number=segment_numbers[item.label],
-                    source_series=source_series,
-                ),
-                finding_type=structure.property_type,
-                finding_category=structure.category,
-                finding_sites=[
-                    hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)
-                ],
-                algorithm_id=algorithm_id,
-                measurements=_structure_measurements(
-                    item, changes.get(structure.key), with_max_area=not slices_are_sources
-                ),
+        measurements = (
+            _structure_measurements(
+                item, changes.get(structure.key), with_max_area=not slices_are_sources
             )
+            if assessment.published(item)
+            else []
         )
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=identity.uid("tracking", structure.key), identifier=structure.key
+            ),
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=segmentation.SOPClassUID,
+                sop_instance_uid=segmentation.SOPInstanceUID,
+                segment_number=segment_numbers[item.label],
+                source_series=source_series,
+            ),
+            finding_type=structure.property_type,
+            finding_category=structure.category,
+            finding_sites=[
+                hd.sr.FindingSite(structure.property_type, laterality=structure.laterality)
+            ],
+            algorithm_id=algorithm_id,
+            measurements=measurements or None,
+            qualitative_evaluations=_verdict(assessment, structure.key),
+        )
+        if assessment.quality is not None:
+            text = assessment.quality.describe(structure.key)
+            group[0].ContentSequence.append(
+                hd.sr.TextContentItem(
+                    name=c.QC_REASONS,
+                    value=text[:1024],
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+        groups.append(group)
     derived = [
         _derived_measurement(d.key, d.value, d.unit)
         for d in assessment.derived

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from myonode.core.patient import PatientFacts
+from myonode.core.quality import QualityReport
 from myonode.core.types import LabelMap
 from myonode.core.volume import Volume
 from myonode.measure.indices import DerivedValue, derived_values, patient_values
@@ -80,6 +81,13 @@ class Assessment:
     changes: list[Change]
     notes: list[str] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
+    quality: QualityReport | None = None
+
+    def published(self, item: StructureMeasurements) -> bool:
+        """Whether a structure's values may be published: found, and not failed by QC."""
+        return item.voxel_count > 0 and (
+            self.quality is None or self.quality.verdict(item.structure.key) != "fail"
+        )
 
     def value(self, key: str) -> float | None:
         for item in self.derived:
@@ -183,9 +191,18 @@ def assess(
     facts: PatientFacts,
     priors: Sequence[Prior] = (),
     predicted: Mapping[str, float | None] | None = None,
+    quality: QualityReport | None = None,
 ) -> Assessment:
-    """Measure a segmented volume and derive everything the report states."""
+    """Measure a segmented volume and derive everything the report states.
+
+    With `quality` (the QC stage's verdicts), indices, reference comparisons, change since
+    prior and sarcopenia criteria use only structures that passed; the others are "not
+    evaluable: QC". Without it (QC not run, e.g. a formula's unit test) nothing is withheld.
+    """
     l3 = label_map.landmarks.get("l3_slice")
+    l3_doubt = quality.doubtful_landmarks.get("l3_slice") if quality is not None else None
+    if l3_doubt:
+        l3 = None
     structures = measure_structures(
         label_map.labels,
         label_map.structures,
@@ -195,27 +212,53 @@ def assess(
         fat=volume.channels.get("fat"),
         l3_slice=int(l3) if l3 is not None else None,
     )
+    withheld = {
+        m.structure.key: quality.verdict(m.structure.key)
+        for m in structures
+        if quality is not None and m.voxel_count and not quality.passed(m.structure.key)
+    }
     derived = derived_values(
-        structures, facts, psoas_max_csa(label_map, volume), seed000_region(label_map, volume)
+        structures,
+        facts,
+        psoas_max_csa(label_map, volume),
+        seed000_region(label_map, volume),
+        withheld,
     )
+    if quality is not None:
+        derived = [
+            DerivedValue(d.key, d.name, d.unit, None, f"not evaluable: QC ({why})")
+            if d.value is not None and (why := quality.withheld_indices.get(d.key))
+            else d
+            for d in derived
+        ]
     region_complete = bool(label_map.landmarks.get("region_complete"))
     comparisons, notes = compare(derived, facts, region_complete)
+    smi = next((d for d in derived if d.key == "l3_smi"), None)
     inputs = {
         "height_m": facts.height_m,
         "age_years": facts.age_years,
-        "l3_smi": next((d.value for d in derived if d.key == "l3_smi"), None),
+        "l3_smi": smi.value if smi is not None else None,
         **(predicted or {}),
     }
-    sarcopenia = [ewgsop2(facts.sex, inputs), awgs2019(facts.sex, inputs)]
+    qc_missing = (
+        {"l3_smi": smi.omitted.removeprefix("not evaluable: ")}
+        if smi is not None and smi.omitted and smi.omitted.startswith("not evaluable: QC")
+        else {"l3_smi": f"QC ({l3_doubt})"}
+        if l3_doubt
+        else None
+    )
+    sarcopenia = [ewgsop2(facts.sex, inputs, qc_missing), awgs2019(facts.sex, inputs)]
     omitted = [f"{d.name} omitted: {d.omitted}." for d in derived if d.value is None and d.omitted]
+    usable = [m for m in structures if m.structure.key not in withheld]
     return Assessment(
         patient=facts,
         structures=structures,
         derived=derived,
         comparisons=comparisons,
         sarcopenia=sarcopenia,
-        changes=changes_since(structures, facts.study_date, priors),
-        notes=[*label_map.notes, *omitted, *notes],
+        changes=changes_since(usable, facts.study_date, priors),
+        notes=[*label_map.notes, *(quality.notes if quality else []), *omitted, *notes],
+        quality=quality,
     )
 
 

@@ -12,6 +12,10 @@ and the reason, so the report can say what was omitted and why (clinical.md).
   002 reports a median of 3.1 %).
 - Psoas max CSA = the largest axial area of left + right psoas together (seed 003 sums both
   sides; we take the maximum of the per-slice sum, so both sides come from the same level).
+
+An index whose inputs include a structure that did not pass quality control (`withheld`:
+key -> verdict) is kept with ``value=None`` and "not evaluable: QC (...)", never computed
+from a doubtful value.
 """
 
 from __future__ import annotations
@@ -81,35 +85,47 @@ def _sided(base: str) -> tuple[str, str]:
     return f"{base}_left", f"{base}_right"
 
 
+def qc_blocked(keys: Sequence[str], withheld: Mapping[str, str]) -> str | None:
+    """Why an index over `keys` is not evaluable because of QC, or None if it is."""
+    blocked = [f"{key.replace('_', ' ')} {withheld[key]}" for key in keys if key in withheld]
+    return f"not evaluable: QC ({', '.join(blocked)})" if blocked else None
+
+
 def derived_values(
     structures: Sequence[StructureMeasurements],
     facts: PatientFacts,
     psoas_max_csa_cm2: float | None = None,
     in_region: Sequence[StructureMeasurements] | None = None,
+    withheld: Mapping[str, str] | None = None,
 ) -> list[DerivedValue]:
     """Every index the segmented structures and the patient facts allow (or why not).
 
     `in_region` are the same structures measured only between the lung base and inferior L5,
     the region seed 000's masses are defined on; group masses use them when given.
+    `withheld` maps the keys of structures that did not pass QC to their verdict.
     """
+    withheld = withheld or {}
     measured = {m.structure.key: m for m in structures}
     values = patient_values(facts)
+
+    def add(key: str, name: str, unit: str, value: float | None, inputs: Sequence[str]) -> None:
+        blocked = qc_blocked(inputs, withheld)
+        values.append(
+            _omit(key, name, unit, blocked) if blocked else DerivedValue(key, name, unit, value)
+        )
 
     seed000_keys = [k for g in SEED000_GROUPS[1:] for k in _sided(g)]
     regional = {m.structure.key: m for m in in_region} if in_region is not None else measured
     if all(k in regional for k in seed000_keys):
         for group in SEED000_GROUPS[1:]:
             mass = _sum(regional, _sided(group), "mass_g")
-            values.append(
-                DerivedValue(f"{group}_mass", f"{group.replace('_', ' ')} mass", "g", mass)
-            )
-        values.append(
-            DerivedValue(
-                "abdominal_muscle_mass",
-                "Abdominal muscle mass (12 groups)",
-                "g",
-                _sum(regional, seed000_keys, "mass_g"),
-            )
+            add(f"{group}_mass", f"{group.replace('_', ' ')} mass", "g", mass, _sided(group))
+        add(
+            "abdominal_muscle_mass",
+            "Abdominal muscle mass (12 groups)",
+            "g",
+            _sum(regional, seed000_keys, "mass_g"),
+            seed000_keys,
         )
 
     muscles = [m for m in structures if m.structure.muscle]
@@ -117,6 +133,9 @@ def derived_values(
     if muscles:
         l3_csa = sum(at_l3) if at_l3 else None
         reason = "L3 level not found in the image"
+        blocked = qc_blocked([m.structure.key for m in muscles if m.area_at_l3_cm2], withheld)
+        if blocked:
+            l3_csa, reason = None, blocked
         if l3_csa is None:
             values.append(_omit("l3_csa", "Skeletal muscle CSA at L3", "cm2", reason))
         else:
@@ -127,20 +146,45 @@ def derived_values(
 
     iliopsoas = _sum(measured, _sided("iliopsoas"))
     if iliopsoas is not None:
-        values.append(DerivedValue("iliopsoas_volume", "Iliopsoas volume (L+R)", "mL", iliopsoas))
-        values.append(_per_height2("imi", "Iliopsoas muscle index", "mL/m2", iliopsoas, facts, ""))
+        add("iliopsoas_volume", "Iliopsoas volume (L+R)", "mL", iliopsoas, _sided("iliopsoas"))
+        blocked = qc_blocked(_sided("iliopsoas"), withheld)
+        values.append(
+            _per_height2(
+                "imi",
+                "Iliopsoas muscle index",
+                "mL/m2",
+                None if blocked else iliopsoas,
+                facts,
+                blocked or "",
+            )
+        )
 
     tmv = _sum(measured, _sided("thigh_muscles"))
     compartments = [_sided(f"thigh_{c}") for c in ("anterior", "medial", "posterior")]
     if tmv is None:
         tmv = _sum(measured, [k for pair in compartments for k in pair])
+    thigh_keys = [k for k in (*_sided("thigh_muscles"), *sum(compartments, ())) if k in measured]
     if tmv is not None:
-        values.append(DerivedValue("tmv", "Thigh muscle volume (L+R)", "cm3", tmv))
-        values.append(_per_height2("tvi", "Thigh muscle volume index", "cm3/m2", tmv, facts, ""))
+        add("tmv", "Thigh muscle volume (L+R)", "cm3", tmv, thigh_keys)
+        blocked = qc_blocked(thigh_keys, withheld)
+        values.append(
+            _per_height2(
+                "tvi",
+                "Thigh muscle volume index",
+                "cm3/m2",
+                None if blocked else tmv,
+                facts,
+                blocked or "",
+            )
+        )
     anterior, posterior = _sum(measured, compartments[0]), _sum(measured, compartments[2])
     if anterior and posterior is not None:
-        values.append(
-            DerivedValue("pa_ratio", "Posterior/anterior thigh ratio", "1", posterior / anterior)
+        add(
+            "pa_ratio",
+            "Posterior/anterior thigh ratio",
+            "1",
+            posterior / anterior,
+            [*compartments[0], *compartments[2]],
         )
 
     gluteal = [
@@ -148,22 +192,20 @@ def derived_values(
     ]
     gluteus = _sum(measured, gluteal)
     if gluteus is not None:
-        values.append(
-            DerivedValue("gluteus_volume", "Gluteus volume (max+med+min, L+R)", "cm3", gluteus)
-        )
+        add("gluteus_volume", "Gluteus volume (max+med+min, L+R)", "cm3", gluteus, gluteal)
 
     if psoas_max_csa_cm2 is not None:
-        values.append(
-            DerivedValue("psoas_max_csa", "Psoas max CSA (L+R)", "cm2", psoas_max_csa_cm2)
-        )
+        add("psoas_max_csa", "Psoas max CSA (L+R)", "cm2", psoas_max_csa_cm2, _sided("psoas"))
 
     for key in sorted({m.structure.key.rsplit("_", 1)[0] for m in structures if m.structure.side}):
         left, right = (measured.get(k) for k in _sided(key))
         if left is None or right is None:
             continue
         name = key.replace("_", " ")
-        if left.voxel_count == 0 or right.voxel_count == 0:
-            reason = "one side was not found"
+        blocked = qc_blocked(_sided(key), withheld)
+        if left.voxel_count == 0 or right.voxel_count == 0 or blocked:
+            missing = left.voxel_count == 0 or right.voxel_count == 0
+            reason = "one side was not found" if missing else str(blocked)
             values.append(_omit(f"{key}_lr_difference", f"{name} L−R difference", "cm3", reason))
             values.append(_omit(f"{key}_asymmetry", f"{name} asymmetry", "%", reason))
             continue

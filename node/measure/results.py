@@ -8,6 +8,7 @@ SR encoder; a test holds the two together.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from pydicom.dataset import Dataset
 
@@ -30,6 +31,8 @@ STRUCTURE_QUANTITIES = {
     (c.MASS_CHANGE_RATE.value, None): "mass_change_rate",
 }
 STUDY_LEVEL = ""  # the structure column of rows that belong to the whole study
+QC_QUANTITY = "qc"  # a structure's QC row: the verdict in `qc`, the reasons in `text`
+MAX_TEXT = 1024  # an SR TEXT item's length, so rows read back from the SR are the same
 
 
 def records_from_sr(sr: Dataset) -> list[ResultRecord]:
@@ -48,6 +51,7 @@ def records_from_sr(sr: Dataset) -> list[ResultRecord]:
             row.value,
             row.unit,
             row.text,
+            row.qc,
         )
         for row in rows_from_sr(sr)
     ]
@@ -61,7 +65,13 @@ def result_rows(assessment: Assessment) -> list[ResultRow]:
         if item.voxel_count == 0:
             continue
         key = item.structure.key
-        rows += [
+        verdict = assessment.quality.verdict(key) if assessment.quality else None
+        if assessment.quality is not None:
+            text = assessment.quality.describe(key)[:MAX_TEXT]
+            rows.append(ResultRow(key, QC_QUANTITY, None, "", text, verdict))
+        if not assessment.published(item):
+            continue  # failed QC: the verdict and its reasons, no number
+        measured = [
             ResultRow(key, "volume", item.volume_cm3, "cm3"),
             ResultRow(key, "mass", item.mass_g, "g"),
         ]
@@ -70,16 +80,19 @@ def result_rows(assessment: Assessment) -> list[ResultRow]:
             ("fat_fraction", item.fat_fraction, "%"),
         ):
             if stats is not None:
-                rows.append(ResultRow(key, f"mean_{name}", stats.mean, unit))
-                rows.append(ResultRow(key, f"sd_{name}", stats.sd, unit))
+                measured.append(ResultRow(key, f"mean_{name}", stats.mean, unit))
+                measured.append(ResultRow(key, f"sd_{name}", stats.sd, unit))
         if item.max_area is not None:
-            rows.append(ResultRow(key, "max_csa", item.max_area.area_cm2, "cm2"))
+            measured.append(ResultRow(key, "max_csa", item.max_area.area_cm2, "cm2"))
         if item.area_at_l3_cm2 is not None:
-            rows.append(ResultRow(key, "l3_csa", item.area_at_l3_cm2, "cm2"))
+            measured.append(ResultRow(key, "l3_csa", item.area_at_l3_cm2, "cm2"))
         if key in changes:
-            rows.append(ResultRow(key, "mass_change", changes[key].change_g, "g"))
+            measured.append(ResultRow(key, "mass_change", changes[key].change_g, "g"))
             if changes[key].rate_g_per_year is not None:
-                rows.append(ResultRow(key, "mass_change_rate", changes[key].rate_g_per_year, "g/a"))
+                measured.append(
+                    ResultRow(key, "mass_change_rate", changes[key].rate_g_per_year, "g/a")
+                )
+        rows += [replace(row, qc=verdict) for row in measured]
     for derived in assessment.derived:
         if derived.value is not None and derived.key in c.DERIVED:
             rows.append(ResultRow(STUDY_LEVEL, derived.key, derived.value, derived.unit))
@@ -149,6 +162,8 @@ def _tracking_identifier(group: Dataset) -> str | None:
 def rows_from_sr(sr: Dataset) -> list[ResultRow]:
     """Read back the rows of an SR written by `encode.sr.build_report`."""
     rows: list[ResultRow] = []
+    verdicts: dict[str, str] = {}
+    reasons: dict[str, str] = {}
     derivation, site = "121401", "363698007"  # DCM Derivation, SCT Finding Site
     z_score, percentile = c.Z_SCORE.value, c.PERCENTILE.value
     sd = c.STANDARD_DEVIATION.value
@@ -164,6 +179,15 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
             )
             for item in group.get("ContentSequence", []):
                 concept = _code(item, "ConceptNameCodeSequence")
+                if concept == c.QC_VERDICT.value and item.get("ValueType") == "CODE":
+                    value = _code(item, "ConceptCodeSequence")
+                    verdicts[identifier] = next(
+                        k for k, v in c.QC_VALUES.items() if v.value == value
+                    )
+                    continue
+                if concept == c.QC_REASONS.value and item.get("ValueType") == "TEXT":
+                    reasons[identifier] = str(item.TextValue)
+                    continue
                 if item.get("ValueType") == "CODE" and concept in {
                     g.value for g in c.GUIDELINES.values()
                 }:
@@ -194,14 +218,22 @@ def rows_from_sr(sr: Dataset) -> list[ResultRow]:
                     quantity = STRUCTURE_QUANTITIES.get((concept, _modifier(item, derivation)))
                     if quantity is not None:
                         rows.append(ResultRow(identifier, quantity, value, unit))
-    return _unique(_ordered(rows))
+    rows += [
+        ResultRow(key, QC_QUANTITY, None, "", reasons.get(key), verdict)
+        for key, verdict in verdicts.items()
+    ]
+    rows = [replace(row, qc=verdicts.get(row.structure)) if row.structure else row for row in rows]
+    return _unique(_ordered(rows, list(reasons)))
 
 
-def _ordered(rows: list[ResultRow]) -> list[ResultRow]:
+def _ordered(rows: list[ResultRow], order: list[str]) -> list[ResultRow]:
     """Structure rows first, then study-level rows, as `result_rows` emits them: a structure's
-    quantities in `STRUCTURE_QUANTITIES` order, whichever of its SR groups held them."""
+    quantities in `STRUCTURE_QUANTITIES` order, whichever of its SR groups held them.
+    Structures come in `order` (their volumetric groups', which every structure has, also
+    one that failed QC and has no planar group), then in order of appearance."""
     rank = {quantity: n for n, quantity in enumerate(STRUCTURE_QUANTITIES.values())}
-    structures = list(dict.fromkeys(r.structure for r in rows if r.structure))
+    rank[QC_QUANTITY] = -1
+    structures = list(dict.fromkeys([*order, *(r.structure for r in rows if r.structure)]))
     per_structure = sorted(
         (r for r in rows if r.structure),
         key=lambda r: (structures.index(r.structure), rank[r.quantity]),

@@ -120,9 +120,14 @@ def _minor(guideline: str, inputs: Mapping[str, float | None]) -> SarcopeniaAsse
     )
 
 
-def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAssessment:
+def ewgsop2(
+    sex: str | None,
+    inputs: Mapping[str, float | None],
+    why_missing: Mapping[str, str] | None = None,
+) -> SarcopeniaAssessment:
     """EWGSOP2 from `inputs`: grip_kg, alm_kg, height_m (predicted ones flagged by
-    ``predicted=1``), l3_smi (cm²/m²), age_years."""
+    ``predicted=1``), l3_smi (cm²/m²), age_years. `why_missing` overrides the reason an
+    absent input is given (e.g. an L3 SMI withheld by quality control)."""
     if minor := _minor("EWGSOP2", inputs):
         return minor
     predicted = bool(inputs.get("predicted"))
@@ -153,7 +158,7 @@ def ewgsop2(sex: str | None, inputs: Mapping[str, float | None]) -> SarcopeniaAs
         PRADO_L3_SMI,
         sex,
         "cm²/m²",
-        "L3 level, total muscle at L3 or height not available",
+        (why_missing or {}).get("l3_smi", "L3 level, total muscle at L3 or height not available"),
     )
     quantity = [c for c in (almi, smi) if c.evaluable]
     low_quantity = any(c.met for c in quantity) if quantity else None

@@ -266,6 +266,31 @@ def _geometry(info: SeriesInfo, tags_list: list[dict[str, Any]]) -> None:
             )
 
 
+# CT stored values become HU through RescaleSlope and RescaleIntercept; outside these limits a
+# header is broken or hostile, and every attenuation measured from it would be wrong.
+CT_RESCALE_SLOPE = (1e-3, 100.0)
+CT_RESCALE_INTERCEPT = (-10000.0, 10000.0)
+
+
+def _implausible_rescale(tags_list: list[dict[str, Any]]) -> list[str]:
+    """Why a CT series' rescale values cannot be trusted (none when they can or are absent)."""
+    problems = []
+    for keyword, (low, high) in (
+        ("RescaleSlope", CT_RESCALE_SLOPE),
+        ("RescaleIntercept", CT_RESCALE_INTERCEPT),
+    ):
+        present = [t[keyword] for t in tags_list if t.get(keyword) not in (None, "")]
+        values = [_float(v) for v in present]
+        bad = sorted({str(v) for v, f in zip(present, values, strict=True) if f is None})
+        bad += sorted({f"{f:g}" for f in values if f is not None and not low <= f <= high})
+        if bad:
+            problems.append(
+                f"implausible {keyword} {', '.join(bad[:3])} (plausible for CT: {low:g} to "
+                f"{high:g}): HU would be wrong"
+            )
+    return problems
+
+
 def describe(rows: Sequence[Mapping[str, Any]]) -> SeriesInfo:
     """One routing unit from index rows (`sop_uid`, `series_uid`, `study_uid`,
     `sop_class_uid`, `tags`, optional `sha256` and `path`) of the same series."""
@@ -311,6 +336,8 @@ def describe(rows: Sequence[Mapping[str, Any]]) -> SeriesInfo:
             info.problems.append(f"instances with different {what} share this Series Instance UID")
     if len({r["study_uid"] for r in rows}) > 1:
         info.problems.append("this Series Instance UID appears in more than one study")
+    if info.modality == "CT":
+        info.problems += _implausible_rescale(tags_list)
     info.multiframe = "FramePositions" in first or any(
         (_float(t.get("NumberOfFrames")) or 1) > 1 for t in tags_list
     )

@@ -3,6 +3,10 @@
 A write goes to a temporary file in the target directory, is fsynced, renamed over the final
 name, and the directory is fsynced so the rename itself is on disk (POSIX gives no durability
 for a rename otherwise).
+
+Everything under the data directory holds patient data, so it is the node's alone: files
+0600 (mkstemp's mode, kept by the rename; the index made so before SQLite opens it) and
+directories 0700, whatever the process umask.
 """
 
 from __future__ import annotations
@@ -44,6 +48,43 @@ def results_dir_for(results_root: Path, job: JobRecord) -> Path:
     )
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents 0700 (mkdir's mode skips parents)."""
+    missing = []
+    probe = Path(directory)
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        path.chmod(PRIVATE_DIR)  # mkdir's mode is masked by the umask
+
+
+def make_private_file(path: Path) -> None:
+    """Create `path` empty with 0600 if absent, or restrict an existing one (and SQLite's
+    -wal and -shm beside it) to 0600."""
+    make_private_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
+    os.close(fd)
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists():
+            companion.chmod(PRIVATE_FILE)
+
+
+def prepare_data_dir(data_dir: Path, index_path: Path) -> None:
+    """The data directory 0700 (also when it existed before) and the index file 0600."""
+    make_private_dirs(data_dir)
+    data_dir.chmod(PRIVATE_DIR)
+    make_private_file(index_path)
+
+
 def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -68,7 +109,7 @@ def ensure_free_space(directory: Path, needed_bytes: int, reserve_bytes: int) ->
 
 def write_durably(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically and durably (temp file, fsync, rename, dir fsync)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".incoming-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:

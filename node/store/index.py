@@ -26,6 +26,7 @@ from myonode.store.repository import (
     JobRequest,
     OutboxRecord,
     PriorMass,
+    ReviewListing,
     StableStudy,
     StoredInstance,
     StudyListing,
@@ -119,7 +120,11 @@ FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 # Columns added after a table was first created: (table, column, type). Applied on open so an
 # index written by an older version keeps working.
-MIGRATIONS = (("jobs", "inputs", "TEXT"), ("jobs", "submitted_at", "REAL"))
+MIGRATIONS = (
+    ("jobs", "inputs", "TEXT"),
+    ("results", "qc", "TEXT"),
+    ("jobs", "submitted_at", "REAL"),
+)
 
 
 class Index:
@@ -287,6 +292,22 @@ class Index:
             (limit,),
         )
         return [StudyListing(StudyRecord.from_row(row), row["instance_count"]) for row in rows]
+
+    def settled_studies(self) -> list[StudyRecord]:
+        """Studies routed since their last instance (nothing left to route), oldest first:
+        the candidates of retention, which still checks each one's status."""
+        rows = self._rows(
+            """SELECT * FROM studies WHERE processed_seq = change_seq
+               ORDER BY last_received_at, study_uid"""
+        )
+        return [StudyRecord.from_row(row) for row in rows]
+
+    def forget_instances(self, study_uid: str) -> int:
+        """Drop a study's instance rows (retention deleted their files); studies, decisions,
+        jobs, results and outbox stay. Returns how many were dropped."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE series SET instance_count = 0 WHERE study_uid = ?", (study_uid,))
+            return conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
 
     def study_instances(self, study_uid: str) -> list[StoredInstance]:
         rows = self._rows(
@@ -567,6 +588,7 @@ class Index:
                            ON CONFLICT (sop_uid, destination) DO UPDATE SET
                                job_id = excluded.job_id, path = excluded.path,
                                state = 'pending', attempts = 0, last_error = NULL,
+                               created_at = excluded.created_at,
                                next_attempt_at = excluded.next_attempt_at, sent_at = NULL""",
                         (
                             job_id,
@@ -620,7 +642,8 @@ class Index:
             """SELECT r.study_uid, s.study_date, r.structure, r.value
                FROM results r JOIN studies s ON s.study_uid = r.study_uid
                JOIN studies current ON current.study_uid = ?
-               WHERE r.quantity = 'mass' AND r.study_uid != current.study_uid
+               WHERE r.quantity = 'mass' AND COALESCE(r.qc, 'pass') = 'pass'
+                 AND r.study_uid != current.study_uid
                  AND s.patient_id = current.patient_id AND current.patient_id != ''
                  AND s.study_date < current.study_date""",
             (study_uid,),
@@ -673,7 +696,8 @@ class Index:
             )
 
     def mark_failed(self, outbox_id: int, answer: str) -> None:
-        """The destination refused the delivery for good: keep its answer, stop retrying."""
+        """Stop retrying a delivery: the destination refused it for good, or it stayed
+        unknown or unreachable past the deadline; keep the answer or reason."""
         with self.transaction() as conn:
             conn.execute(
                 """UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?
@@ -728,3 +752,21 @@ class Index:
         summary["studies"] = {"total": self._rows("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
         summary["instances"] = {"total": self._rows("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
         return summary
+
+    def qc_counts(self) -> dict[str, int]:
+        """Structures by QC verdict over the latest results of every job (for /metrics)."""
+        rows = self._rows("SELECT qc, COUNT(*) AS n FROM results WHERE quantity = 'qc' GROUP BY qc")
+        return {row["qc"]: row["n"] for row in rows if row["qc"]}
+
+    def studies_needing_review(self) -> list[ReviewListing]:
+        """Studies with a structure whose QC verdict is review or fail, with their counts."""
+        rows = self._rows(
+            """SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
+                      COALESCE(s.study_date, '') AS study_date,
+                      SUM(r.qc = 'review') AS review, SUM(r.qc = 'fail') AS fail,
+                      GROUP_CONCAT(DISTINCT r.pipeline) AS pipelines
+               FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
+               WHERE r.quantity = 'qc' AND r.qc IN ('review', 'fail')
+               GROUP BY r.study_uid ORDER BY MAX(r.created_at) DESC"""
+        )
+        return [ReviewListing.from_row(row) for row in rows]

@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class ResultRow:
+    """One published number (or coded conclusion). `qc` is the structure's quality-control
+    verdict (pass / review / fail) on every per-structure row, None on study-level rows."""
+
     structure: str
     quantity: str
     value: float | None
     unit: str
     text: str | None = None
+    qc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ResultRecord:
     value: float | None
     unit: str
     text: str | None = None
+    qc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,26 @@ def as_dicts(rows: Iterable[ResultRow]) -> list[dict]:
 RECORD_COLUMNS = tuple(ResultRecord.__dataclass_fields__)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, quoted with a leading '.
+
+    Numbers stay numbers (a negative value is data, not a formula); header values such as a
+    PatientID come from whoever sent the study.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def records_csv(records: Iterable[ResultRecord]) -> str:
-    """CSV with a header row, values unrounded (for research use)."""
+    """CSV with a header row, values unrounded (for research use), text formula-safe."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RECORD_COLUMNS)
     for record in records:
-        writer.writerow("" if v is None else v for v in asdict(record).values())
+        writer.writerow("" if v is None else spreadsheet_safe(v) for v in asdict(record).values())
     return buffer.getvalue()

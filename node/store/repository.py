@@ -206,6 +206,18 @@ class PriorMass(Record):
     value: float | None
 
 
+@dataclass(frozen=True)
+class ReviewListing(Record):
+    """A study with structures whose QC verdict is review or fail, and how many of each."""
+
+    study_uid: str
+    patient_id: str
+    study_date: str
+    review: int
+    fail: int
+    pipelines: str
+
+
 @runtime_checkable
 class Store(Protocol):
     """Everything the stages ask of the node's persistent state."""
@@ -238,6 +250,12 @@ class Store(Protocol):
     def counts(self) -> dict[str, dict[str, int]]: ...
     def query_results(self, wanted: ResultFilter) -> list[ResultRecord]: ...
     def prior_masses(self, study_uid: str) -> list[PriorMass]: ...
+    def qc_counts(self) -> dict[str, int]: ...
+    def studies_needing_review(self) -> list[ReviewListing]: ...
+
+    # retention
+    def settled_studies(self) -> list[StudyRecord]: ...
+    def forget_instances(self, study_uid: str) -> int: ...
 
     # assemble and route
     def stable_studies(

@@ -1,5 +1,6 @@
-"""One job through the stages: load a routed series, segment it and measure (or, for a
-regression model such as SARC-CXR, predict from it), and write SEG + SR + PDF.
+"""One job through the stages: load a routed series, segment it, check the segmentation's
+plausibility (`myonode.qc`) and measure (or, for a regression model such as SARC-CXR,
+predict from it), and write SEG + SR + PDF.
 
 `Runner` keeps one engine instance per engine spec for the life of the worker, so models (and
 any costly set-up) are loaded once, not per job. A pipeline without a usable engine raises
@@ -31,6 +32,7 @@ from myonode.measure.prediction import Prediction, predictions_from
 from myonode.measure.results import result_rows
 from myonode.measure.sarcopenia import ADULT_AGE_YEARS
 from myonode.pipelines import Pipeline, engine_algorithm, pipeline_version
+from myonode.qc.checks import quality_control
 from myonode.route.profiles import builtin_pipelines
 from myonode.store.files import write_durably
 from myonode.store.records import ResultRow
@@ -126,14 +128,14 @@ class Runner:
         conform_copied_attributes(volume.datasets)
         label_map = engine.segment(volume)
         source = volume.datasets[0]
-        assessment = assess(
-            volume, label_map, str(source.get("Modality", "")), patient_facts(source), priors
-        )
+        modality, facts = str(source.get("Modality", "")), patient_facts(source)
+        quality = quality_control(volume, label_map, modality, facts)
+        assessment = assess(volume, label_map, modality, facts, priors, quality=quality)
         assessment.notes.extend(notes)
         identity = output_identity(pipeline, source, engine)
         numbers = segment_numbers(label_map)
         seg = (
-            build_segmentation(volume, label_map, engine.algorithm, identity, self.device)
+            build_segmentation(volume, label_map, engine.algorithm, identity, self.device, quality)
             if numbers
             else None
         )

@@ -219,6 +219,19 @@ class Orthanc:
 REPO = Path(__file__).resolve().parents[2]
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
 
+# The HTTP token of test nodes and viewers (conftest.make_settings configures its SHA-256):
+# tests run with authentication on, as deployed.
+HTTP_TOKEN = "test-token-" + "0123456789abcdef" * 2
+AUTH_HEADERS = {"Authorization": f"Bearer {HTTP_TOKEN}"}
+
+
+def http_get(url: str, timeout: float = 30.0):
+    """urlopen with the test token (a response to read, as urllib's)."""
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=AUTH_HEADERS)
+    return urllib.request.urlopen(request, timeout=timeout)
+
 
 def require_python_plugin() -> None:
     if not (Orthanc.PLUGIN_DIR / "libOrthancPython.so").exists():
@@ -277,6 +290,7 @@ class ArchiveOrthanc(Orthanc):
                 "NodeUrl": f"http://127.0.0.1:{self.node_http_port}",
                 "PollSeconds": 0.3,
             },
+            "MyoNodeToken": HTTP_TOKEN,
             **self.extra,
         }
         (config_dir / "site.json").write_text(json.dumps(site, indent=2))
@@ -288,11 +302,9 @@ class ArchiveOrthanc(Orthanc):
 
 def metric(node, name: str, **labels: str) -> float:
     """A sample from the node's /metrics over HTTP (0 when the sample does not exist)."""
-    import urllib.request
-
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{node.web.port}/metrics") as response:
+    with http_get(f"http://127.0.0.1:{node.web.port}/metrics") as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

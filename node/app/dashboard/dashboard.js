@@ -130,9 +130,25 @@ async function refreshStudy() {
     el("span", o.last_error, "error"),
   ]);
   fill("results", detail.results, (r) => [
-    r.pipeline, r.structure || "(study)", r.quantity,
+    r.pipeline, r.structure || "(study)", r.qc ? badge(r.qc) : "", r.quantity,
     r.value === null ? r.text : Number(r.value).toPrecision(6), r.unit,
   ]);
+}
+
+async function refreshReview() {
+  const studies = await get("/api/review");
+  const body = fill("review", studies, (s) => [
+    s.patient_id, s.study_date, el("span", s.study_uid, "uid"), s.pipelines, s.review, s.fail,
+  ]);
+  studies.forEach((s, i) => {
+    const tr = body.children[i];
+    tr.classList.add("study");
+    tr.addEventListener("click", () => {
+      selected = s.study_uid;
+      history.replaceState(null, "", `?study=${encodeURIComponent(selected)}`);
+      refresh();
+    });
+  });
 }
 
 async function refreshQueues() {
@@ -150,7 +166,7 @@ async function refreshQueues() {
 async function refresh() {
   try {
     await refreshCounts();
-    await Promise.all([refreshStudies(), refreshStudy(), refreshQueues()]);
+    await Promise.all([refreshStudies(), refreshReview(), refreshStudy(), refreshQueues()]);
     document.body.dataset.loaded = "true";
   } catch (error) {
     console.error(error);

@@ -61,7 +61,14 @@ def demo_settings(out_dir: Path, peer_port: int, base: Settings | None = None) -
     return base.model_copy(
         update={
             "dicom": base.dicom.model_copy(update={"port": 0, "bind": "127.0.0.1"}),
-            "http": base.http.model_copy(update={"port": 0, "bind": "127.0.0.1"}),
+            # Loopback, a throw-away node: no token to hand out (the only place auth is off).
+            "http": base.http.model_copy(
+                update={
+                    "port": 0,
+                    "bind": "127.0.0.1",
+                    "auth": base.http.auth.model_copy(update={"enabled": False}),
+                }
+            ),
             "storage": base.storage.model_copy(
                 update={"data_dir": out_dir / "node", "min_free_mb": 0}
             ),
