@@ -7,6 +7,7 @@ key: ``MYONODE_DICOM__PORT=11113`` sets ``dicom.port`` (double underscore separa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,10 @@ class Peer(_Section):
     username: str | None = Field(default=None, description="STOW-RS: HTTP basic user.")
     password: str | None = Field(default=None, description="STOW-RS: HTTP basic password.")
     token: str | None = Field(default=None, description="STOW-RS: HTTP bearer token.")
+    tls: bool = Field(
+        default=False,
+        description="dimse: send over DICOM TLS (dicom.tls's CA verifies the peer).",
+    )
     check_source: bool = Field(
         default=False,
         description="The peer is the archive at archive.dicomweb_url that sent the studies: "
@@ -62,19 +67,104 @@ class Peer(_Section):
         return self
 
 
+class AllowedPeer(_Section):
+    """A calling AE title allowed to associate, bound to where it may call from."""
+
+    ae_title: str
+    network: str | None = Field(
+        default=None,
+        description="An address or CIDR network (e.g. 10.0.4.0/24) the AE title must call "
+        "from. Empty: any address.",
+    )
+    certificate: str | None = Field(
+        default=None,
+        description="With dicom.tls: the client certificate the AE must present, as its "
+        "SHA-256 fingerprint (hex, colons allowed) or its subject CN.",
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _valid_network(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_network(value, strict=False)  # ValueError: pydantic reports it
+        return value
+
+
+class TlsSettings(_Section):
+    """DICOM TLS (PS3.15 B.9 / BCP 195: TLS 1.2 or later, strong ciphers only)."""
+
+    enabled: bool = False
+    certificate: Path | None = Field(default=None, description="The node's PEM certificate.")
+    private_key: Path | None = Field(default=None, description="Its PEM private key.")
+    ca_certificates: Path | None = Field(
+        default=None,
+        description="PEM bundle that signs client certificates (listener) and peers' server "
+        "certificates (outgoing TLS).",
+    )
+    verify_clients: bool = Field(
+        default=False, description="Require a client certificate signed by ca_certificates."
+    )
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsSettings:
+        if self.enabled and not (self.certificate and self.private_key):
+            raise ValueError("dicom.tls.enabled needs certificate and private_key")
+        if self.verify_clients and not self.ca_certificates:
+            raise ValueError("dicom.tls.verify_clients needs ca_certificates")
+        return self
+
+
 class DicomSettings(_Section):
     ae_title: str = "MYONODE"
     bind: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
-    allowed_calling_aets: list[str] = Field(
-        default_factory=list, description="Empty: accept any calling AE title."
+    allowed_calling_aets: list[str | AllowedPeer] = Field(
+        default_factory=list,
+        description="Empty: accept any calling AE title. An entry is an AE title, or an "
+        "AllowedPeer binding one to a network and (with TLS) a certificate.",
     )
-    max_associations: int = Field(default=10, ge=1)
-    max_pdu_bytes: int = Field(default=262144, ge=0)
-    network_timeout_s: float = 60.0
+    require_called_aet: bool = Field(
+        default=True, description="Reject associations addressed to another called AE title."
+    )
+    max_associations: int = Field(default=20, ge=1)
+    max_associations_per_ae: int = Field(
+        default=8, ge=1, description="Concurrent associations from one calling AE title."
+    )
+    max_associations_per_address: int = Field(
+        default=8, ge=1, description="Concurrent connections from one remote address."
+    )
+    listen_backlog: int = Field(default=128, ge=1)
+    max_pdu_bytes: int = Field(default=262144, ge=4096, le=16 * 2**20)
+    max_associate_kb: int = Field(
+        default=64,
+        ge=4,
+        description="Longest A-ASSOCIATE-RQ accepted; a longer one is aborted before it is read.",
+    )
+    idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="An association (or a connection before its A-ASSOCIATE-RQ) without a "
+        "message for this long is aborted, freeing its slot.",
+    )
+    network_timeout_s: float = Field(
+        default=60.0, gt=0, description="A read stalled this long inside a PDU ends the socket."
+    )
     max_instance_mb: int = Field(
-        default=4096, ge=1, description="Larger instances are refused with 0xA700."
+        default=4096,
+        ge=1,
+        description="Larger instances are refused with 0xA700 (checked while they stream to "
+        "disk, so memory stays at one PDU per association).",
     )
+    max_inflated_mb: int = Field(
+        default=256,
+        ge=1,
+        description="A deflated data set inflating past this is refused (0xA700), checked "
+        "while inflating; it is held in memory to be parsed.",
+    )
+    max_sequence_depth: int = Field(
+        default=32, ge=1, description="Deeper sequence nesting is refused (0xC000)."
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("ae_title")
     @classmethod

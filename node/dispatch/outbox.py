@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from myonode.core.config import Peer, Settings
+from myonode.core.tls import client_context
 from myonode.dispatch.archive import Archive, ArchiveError
 from myonode.dispatch.scu import SendError, SendResult, describe, send_files
 from myonode.dispatch.stow import store_files
@@ -139,6 +140,7 @@ class Dispatcher:
                 peer.port,
                 on_result=record,
                 timeout_s=self.settings.dicom.network_timeout_s,
+                tls=client_context(self.settings.dicom.tls) if peer.tls else None,
             )
         except (SendError, OSError) as exc:
             for row in by_path.values():

@@ -8,6 +8,7 @@ so compressed data stays compressed and nothing is re-encoded on the way.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,14 +64,18 @@ def association(
     port: int,
     contexts: Sequence[tuple[str, str]],
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[Association]:
-    """An association proposing `contexts` (SOP class, transfer syntax), released on exit."""
+    """An association proposing `contexts` (SOP class, transfer syntax), released on exit;
+    over DICOM TLS when `tls` is given (the peer's certificate is checked against `host`)."""
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.connection_timeout = timeout_s
     for sop_class, transfer_syntax in contexts:
         ae.add_requested_context(sop_class, transfer_syntax)
-    assoc = ae.associate(host, port, ae_title=called_aet)
+    assoc = ae.associate(
+        host, port, ae_title=called_aet, tls_args=(tls, host) if tls is not None else None
+    )
     if not assoc.is_established:
         raise SendError(f"association with {called_aet}@{host}:{port} was rejected or failed")
     _nodelay(assoc)
@@ -89,6 +94,7 @@ def send_files(
     port: int,
     on_result: Callable[[SendResult], None] | None = None,
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[SendResult]:
     """C-STORE every item; one association per batch of up to 128 presentation contexts."""
     results: list[SendResult] = []
@@ -106,7 +112,7 @@ def send_files(
         batches.append(current)
     for batch in batches:
         contexts = sorted({(i.sop_class_uid, i.transfer_syntax) for i in batch})
-        with association(calling_aet, called_aet, host, port, contexts, timeout_s) as assoc:
+        with association(calling_aet, called_aet, host, port, contexts, timeout_s, tls) as assoc:
             for message_id, item in enumerate(batch, start=1):
                 if not assoc.is_established:
                     raise SendError(f"association with {called_aet}@{host}:{port} was lost")

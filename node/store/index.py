@@ -211,64 +211,82 @@ class Index:
         self, record: InstanceRecord, study: dict[str, Any], series: dict[str, Any]
     ) -> None:
         """Add or replace an instance and mark its study changed (reopening it if processed)."""
+        self.record_instances([(record, study, series)])
+
+    def record_instances(
+        self, entries: Sequence[tuple[InstanceRecord, dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """`record_instance` for several instances in one transaction (one commit, one fsync):
+        the receiver's group commit across concurrent associations."""
         now = time.time()
         with self.transaction() as conn:
-            conn.execute(
-                """INSERT INTO studies (study_uid, patient_id, patient_name, patient_sex,
-                       patient_age, patient_birth_date, patient_size, patient_weight, study_date,
-                       study_time, accession_number, study_description, calling_aet,
-                       change_seq, first_received_at, last_received_at)
-                   VALUES (:study_uid, :patient_id, :patient_name, :patient_sex, :patient_age,
-                       :patient_birth_date, :patient_size, :patient_weight, :study_date,
-                       :study_time, :accession_number, :study_description, :calling_aet,
-                       1, :now, :now)
-                   ON CONFLICT (study_uid) DO UPDATE SET
-                       change_seq = change_seq + 1, last_received_at = :now,
-                       calling_aet = COALESCE(:calling_aet, calling_aet)""",
-                {
-                    **study,
-                    "study_uid": record.study_uid,
-                    "calling_aet": record.calling_aet,
-                    "now": now,
-                },
-            )
-            conn.execute(
-                """INSERT INTO series (series_uid, study_uid, modality, series_number,
-                       series_description)
-                   VALUES (:series_uid, :study_uid, :modality, :series_number, :series_description)
-                   ON CONFLICT (series_uid) DO NOTHING""",
-                {**series, "series_uid": record.series_uid, "study_uid": record.study_uid},
-            )
-            conn.execute(
-                """INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid,
-                       transfer_syntax, path, size, sha256, calling_aet, received_at, tags)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (sop_uid) DO UPDATE SET
-                       sop_class_uid = excluded.sop_class_uid,
-                       transfer_syntax = excluded.transfer_syntax, path = excluded.path,
-                       size = excluded.size, sha256 = excluded.sha256,
-                       calling_aet = excluded.calling_aet, received_at = excluded.received_at,
-                       tags = excluded.tags""",
-                (
-                    record.sop_uid,
-                    record.series_uid,
-                    record.study_uid,
-                    record.sop_class_uid,
-                    record.transfer_syntax,
-                    str(record.path),
-                    record.size,
-                    record.sha256,
-                    record.calling_aet,
-                    now,
-                    json.dumps(record.tags),
-                ),
-            )
-            conn.execute(
-                """UPDATE series SET instance_count =
-                       (SELECT COUNT(*) FROM instances WHERE series_uid = ?)
-                   WHERE series_uid = ?""",
-                (record.series_uid, record.series_uid),
-            )
+            for record, study, series in entries:
+                self._record_instance(conn, record, study, series, now)
+
+    @staticmethod
+    def _record_instance(
+        conn: sqlite3.Connection,
+        record: InstanceRecord,
+        study: dict[str, Any],
+        series: dict[str, Any],
+        now: float,
+    ) -> None:
+        conn.execute(
+            """INSERT INTO studies (study_uid, patient_id, patient_name, patient_sex,
+                   patient_age, patient_birth_date, patient_size, patient_weight, study_date,
+                   study_time, accession_number, study_description, calling_aet,
+                   change_seq, first_received_at, last_received_at)
+               VALUES (:study_uid, :patient_id, :patient_name, :patient_sex, :patient_age,
+                   :patient_birth_date, :patient_size, :patient_weight, :study_date,
+                   :study_time, :accession_number, :study_description, :calling_aet,
+                   1, :now, :now)
+               ON CONFLICT (study_uid) DO UPDATE SET
+                   change_seq = change_seq + 1, last_received_at = :now,
+                   calling_aet = COALESCE(:calling_aet, calling_aet)""",
+            {
+                **study,
+                "study_uid": record.study_uid,
+                "calling_aet": record.calling_aet,
+                "now": now,
+            },
+        )
+        conn.execute(
+            """INSERT INTO series (series_uid, study_uid, modality, series_number,
+                   series_description)
+               VALUES (:series_uid, :study_uid, :modality, :series_number, :series_description)
+               ON CONFLICT (series_uid) DO NOTHING""",
+            {**series, "series_uid": record.series_uid, "study_uid": record.study_uid},
+        )
+        conn.execute(
+            """INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid,
+                   transfer_syntax, path, size, sha256, calling_aet, received_at, tags)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (sop_uid) DO UPDATE SET
+                   sop_class_uid = excluded.sop_class_uid,
+                   transfer_syntax = excluded.transfer_syntax, path = excluded.path,
+                   size = excluded.size, sha256 = excluded.sha256,
+                   calling_aet = excluded.calling_aet, received_at = excluded.received_at,
+                   tags = excluded.tags""",
+            (
+                record.sop_uid,
+                record.series_uid,
+                record.study_uid,
+                record.sop_class_uid,
+                record.transfer_syntax,
+                str(record.path),
+                record.size,
+                record.sha256,
+                record.calling_aet,
+                now,
+                json.dumps(record.tags),
+            ),
+        )
+        conn.execute(
+            """UPDATE series SET instance_count =
+                   (SELECT COUNT(*) FROM instances WHERE series_uid = ?)
+               WHERE series_uid = ?""",
+            (record.series_uid, record.series_uid),
+        )
 
     def series_instances(self, series_uid: str) -> list[StoredInstance]:
         rows = self._rows(

@@ -229,6 +229,9 @@ class Store(Protocol):
     def record_instance(
         self, record: InstanceRecord, study: dict[str, Any], series: dict[str, Any]
     ) -> None: ...
+    def record_instances(
+        self, entries: Sequence[tuple[InstanceRecord, dict[str, Any], dict[str, Any]]]
+    ) -> None: ...
 
     # read
     def study(self, study_uid: str) -> StudyRecord | None: ...

@@ -3,8 +3,8 @@
 Each case names its image, its reference label file and, per compared structure, which
 reference label values and which of our structure keys are put side by side. The reference
 labels are outputs of published models (TotalSegmentator, MuscleMap), not manual ground
-truth, and some are not defined like ours; each such difference is written as a caveat
-next to the numbers.
+truth, except the Dixon volunteer TUM01 (manual), and some are not defined like ours; each
+such difference is written as a caveat next to the numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ SLAB_CAVEAT = (
 MEDIUS_CAVEAT = "reference medius + minimus; our gluteus medius includes the minimus"
 # TotalSegmentator v1 ids of the lumbar vertebrae L5..L1.
 LUMBAR_V1 = (18, 19, 20, 21, 22)
+TUM01_CAVEAT = (
+    "manual labels of one young healthy volunteer (little fat in the muscles); psoas and "
+    "quadratus lumborum are in view but not labelled, so they are not compared"
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class ReferenceCase:
     labels: str
     comparisons: tuple[Comparison, ...]
     description: str = ""
+    # (channel, path): further images on the same grid, as the node carries a Dixon fat
+    # image beside the water image (`inputs.load_dixon`: `Volume.channels`)
+    channels: tuple[tuple[str, str], ...] = ()
 
 
 CASES: tuple[ReferenceCase, ...] = (
@@ -152,6 +159,35 @@ CASES: tuple[ReferenceCase, ...] = (
             Comparison("quadratus lumborum R", (7,), ("quadratus_lumborum_right",)),
         ),
     ),
+    ReferenceCase(
+        name="dixon_lumbar_tum01",
+        engine="classical-mr",
+        image="mr/dixon_lumbar_tum01_water.nii.gz",
+        channels=(("fat", "mr/dixon_lumbar_tum01_fat.nii.gz"),),
+        labels="mr/dixon_lumbar_tum01_labels.nii.gz",
+        description=(
+            "real 2-point Dixon lumbar MR (3 T), healthy volunteer, 1.02 x 1.02 x 4 mm, L2-L5; "
+            "manual labels"
+        ),
+        comparisons=(
+            Comparison(
+                "paraspinal L (multifidus + erector spinae)",
+                (3, 4),
+                ("multifidus_left", "erector_spinae_left"),
+                TUM01_CAVEAT,
+            ),
+            Comparison(
+                "paraspinal R (multifidus + erector spinae)",
+                (1, 2),
+                ("multifidus_right", "erector_spinae_right"),
+                TUM01_CAVEAT,
+            ),
+            Comparison("multifidus L", (3,), ("multifidus_left",), TUM01_CAVEAT),
+            Comparison("multifidus R", (2,), ("multifidus_right",), TUM01_CAVEAT),
+            Comparison("erector spinae L", (4,), ("erector_spinae_left",), TUM01_CAVEAT),
+            Comparison("erector spinae R", (1,), ("erector_spinae_right",), TUM01_CAVEAT),
+        ),
+    ),
 )
 
 
@@ -209,6 +245,11 @@ def predicted_mask(label_map: LabelMap, keys: tuple[str, ...]) -> np.ndarray:
 def evaluate_case(case: ReferenceCase, engine: SegmentationEngine, data_dir: Path) -> CaseResult:
     """Run `engine` on the case's image and compare every listed structure."""
     volume = load_image(data_dir / case.image)
+    for name, file in case.channels:
+        channel = load_image(data_dir / file)
+        if channel.array.shape != volume.array.shape:
+            raise ValueError(f"{case.name}: {file} is not on the grid of {case.image}")
+        volume.channels[name] = channel.array
     started = time.perf_counter()
     label_map = engine.segment(volume)
     seconds = time.perf_counter() - started

@@ -4,8 +4,24 @@ Works on Dixon pairs (water image plus `volume.channels["fat"]`) and on plain fa
 axial series (T1, T2 fast spin echo). A lumbar station (the two psoas beside a vertebral
 body) gives the paraspinal muscles split into multifidus and erector spinae, the psoas
 major and the quadratus lumborum; a thigh station (two legs, each with a femur) gives the
-anterior, medial and posterior compartments. Anything else is left unsegmented with a
-note. Fat fraction is not computed here: the measurement layer takes it from the channels.
+anterior, medial and posterior compartments. Anything else, and any series whose
+subcutaneous fat is not bright (fat-suppressed, a water image alone), is left unsegmented
+with a note. Fat fraction is not computed here: the measurement layer takes it from the
+channels.
+
+Landmarks (`LabelMap.landmarks`, source array indices, for quality control) on a lumbar
+station stored as axial slices (array axis 0 the slice axis; otherwise omitted, with a
+note):
+
+- ``column_bottom_slice``, ``column_top_slice``: the slices where the vertebral column
+  was placed (inclusive); ``psoas_top_slice``: the highest slice where it was placed from
+  the two psoas muscles (above it, up to 24 mm, it is carried on beneath the back
+  muscles, `landmarks_mr.find_spine_mr`) and where psoas and quadratus were sought;
+- per column slice s: ``vertebral_body_{s}_row`` and ``vertebral_body_{s}_column`` (the
+  centre of the vertebral body, source array indices along axes 1 and 2, as the midpoint
+  between the psoas muscles) and ``vertebral_body_{s}_radius_mm`` (half the gap between
+  their medial edges). Every paraspinal label lies behind that centre by at least the
+  radius plus 5 mm; psoas and quadratus lie beside or behind the body.
 """
 
 from __future__ import annotations
@@ -34,17 +50,21 @@ from myonode.infer.engines.landmarks_mr import (
     body_mask_mr,
     fat_likeness,
     find_spine_mr,
+    subcutaneous_contrast,
 )
 from myonode.infer.engines.morphology import disk, smooth_in_plane
-from myonode.infer.engines.orientation import OrientationError, canonical
+from myonode.infer.engines.orientation import Canonical, OrientationError, canonical
 from myonode.infer.engines.thigh_mr import thigh_compartments
 from myonode.infer.engines.trunk_muscles import SIDES, SliceFrame, posterior_groups
 
 VERSION = "0.1.0"
 DEEP_MUSCLE_BELOW = 0.25
+FAT_BRIGHT_MIN = 0.9  # subcutaneous over deep signal (`subcutaneous_contrast`)
 SPINOUS_HALF_WIDTH_MM = 3.0  # lumbar spinous process about 6 mm wide
 ARCH_DEPTH_MM = 12.0
 ARCH_HALF_WIDTH = 1.2  # times the vertebral body radius
+PROCESS_ROOT_MM = 15.0  # lateral of the vertebral body's side
+FRONT_SLOPE = 0.3  # mm backwards per mm lateral beyond the process roots
 SEPTUM_QUANTILE = 90.0
 SEPTUM_REACH_MM = 9.0
 SEPTUM_BAND_MM = 3.0
@@ -82,8 +102,18 @@ class ClassicalMrEngine:
                 "Dixon water image without its fat image: fat is dark here, and the engine "
                 "needs the water and fat pair or a fat-bright series; nothing measured.",
             )
-        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         body = body_mask_mr(signal if fat is None else signal + view.view(fat))
+        if fat is None:
+            contrast = subcutaneous_contrast(signal, body, view.spacing)
+            if contrast < FAT_BRIGHT_MIN:
+                return _empty(
+                    volume,
+                    f"Subcutaneous fat is not bright in this series (it is {contrast:.2f} "
+                    "times the signal inside the body): fat-suppressed or a water image. "
+                    "The engine needs a fat-bright series or a Dixon water and fat pair; "
+                    "nothing measured.",
+                )
+        likeness = fat_likeness(signal, None if fat is None else view.view(fat), view.spacing)
         notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
@@ -118,7 +148,52 @@ class ClassicalMrEngine:
         missing = [s.name for _key, s in groups if s not in structures.values()]
         if missing:
             notes.append("Not found in this series: " + ", ".join(missing) + ".")
-        return LabelMap(labels=view.restore(labels), structures=structures, notes=notes)
+        landmarks = (
+            column_landmarks(spine, psoas_slices, view, labels.shape, notes)
+            if groups is _LUMBAR
+            else {}
+        )
+        return LabelMap(
+            labels=view.restore(labels), structures=structures, notes=notes, landmarks=landmarks
+        )
+
+
+def column_landmarks(
+    spine: Spine,
+    psoas_slices: np.ndarray,
+    view: Canonical,
+    shape: tuple[int, ...],
+    notes: list[str],
+) -> dict[str, int | float]:
+    """The column's extent and per-slice vertebral body centre in source array indices
+    (module docstring), from canonical arrays of `shape`; omitted with a note when the
+    slices are not array axis 0."""
+    if view.order[0] != 0:
+        notes.append("Column landmarks omitted: the series is not stored as axial slices.")
+        return {}
+    found: dict[str, int | float] = {}
+    ks = np.nonzero(spine.present)[0]
+    if not len(ks):
+        return found
+
+    def source(k: int, j: float, i: float) -> tuple[int, float, float]:
+        point = [float(k), j, i]
+        out = [0.0, 0.0, 0.0]
+        for axis, (src, flip) in enumerate(zip(view.order, view.flips, strict=True)):
+            out[src] = shape[axis] - 1 - point[axis] if flip else point[axis]
+        return round(out[0]), out[1], out[2]
+
+    slices = sorted(source(int(k), 0.0, 0.0)[0] for k in ks)
+    found["column_bottom_slice"], found["column_top_slice"] = slices[0], slices[-1]
+    psoas_ks = np.nonzero(psoas_slices)[0]
+    if len(psoas_ks):
+        found["psoas_top_slice"] = source(int(psoas_ks.max()), 0.0, 0.0)[0]
+    for k in ks:
+        s, row, column = source(int(k), *spine.center[k])
+        found[f"vertebral_body_{s}_row"] = round(row, 1)
+        found[f"vertebral_body_{s}_column"] = round(column, 1)
+        found[f"vertebral_body_{s}_radius_mm"] = round(float(spine.radius_mm[k]), 1)
+    return found
 
 
 def _water_image(volume: Volume) -> bool:
@@ -179,6 +254,7 @@ def lumbar_groups(
     )
     del masks["other"]  # bulges beside the paraspinals: not reported on MR
     beneath = np.nan_to_num(depth, nan=-1.0) >= 0.0
+    paraspinals: dict[str, np.ndarray] = {}
     for side in SIDES:
         # The hull must not take the quadratus or psoas lying against the compartment.
         outside = ~masks[f"quadratus_lumborum_{side}"] & ~masks[f"psoas_{side}"]
@@ -190,17 +266,23 @@ def lumbar_groups(
         # width is kept free by anatomy. So is the vertebral arch in front of the laminae:
         # the pedicles run `ARCH_DEPTH_MM` back from the body and the spinal canal between
         # them is about as wide as the body; CSF, ligamentum flavum and cortex may all be
-        # as dark as muscle.
+        # as dark as muscle. Beyond the roots of the transverse processes the front of the
+        # erector follows the processes and the middle layer of the thoracolumbar fascia,
+        # which run laterally and backwards (`FRONT_SLOPE`); without a fat plane there the
+        # quadratus lumborum and intertransversarii are as dark as the erector.
         for k in np.nonzero(spine.present)[0]:
             frame = SliceFrame.at(body.shape[1:], spine, k, spacing)
             lateral = frame.toward(side)
-            arch = (lateral <= ARCH_HALF_WIDTH * frame.radius) & (
-                frame.forward > -frame.radius - ARCH_DEPTH_MM
-            )
-            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch
-        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = split_paraspinal(
-            paraspinal, smooth, spine, spacing, side
-        )
+            r = frame.radius
+            arch = (lateral <= ARCH_HALF_WIDTH * r) & (frame.forward > -r - ARCH_DEPTH_MM)
+            beyond = np.clip(lateral - r - PROCESS_ROOT_MM, 0.0, None)
+            front = frame.forward <= -r - 5.0 - FRONT_SLOPE * beyond
+            paraspinal[k] &= (lateral >= SPINOUS_HALF_WIDTH_MM) & ~arch & front
+        paraspinals[side] = paraspinal
+    for side, (multifidus, erector) in split_paraspinal(
+        paraspinals, smooth, spine, spacing
+    ).items():
+        masks[f"multifidus_{side}"], masks[f"erector_spinae_{side}"] = multifidus, erector
     return masks
 
 
@@ -232,52 +314,57 @@ def vertebral_bodies(shape: tuple[int, ...], spine: Spine, spacing: np.ndarray) 
 
 
 def split_paraspinal(
-    paraspinal: np.ndarray, smooth: np.ndarray, spine: Spine, spacing: np.ndarray, side: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multifidus (medial, against the spinous process and lamina) and erector spinae
-    (lateral), divided along the fatty septum between them by a watershed on fat-likeness.
+    paraspinals: dict[str, np.ndarray], smooth: np.ndarray, spine: Spine, spacing: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per side, multifidus (medial, against the spinous process and lamina) and erector
+    spinae (lateral), divided along the fatty septum between them by a watershed on
+    fat-likeness.
 
     On one slice the septum can be faint, and a fat streak inside either muscle then
     stops the flooding instead: the border jumps by 10-20 mm between neighbouring slices.
-    The multifidus narrows steadily from the sacrum upwards, so a first watershed from
-    broad markers gives each slice's border (`SEPTUM_QUANTILE` of the multifidus' lateral
-    reach), the median over the slices within `SEPTUM_REACH_MM` replaces it, and a second
-    watershed seeks the septum within `SEPTUM_BAND_MM` of that border."""
-    multifidus = np.zeros_like(paraspinal)
-    erector = np.zeros_like(paraspinal)
+    The multifidus narrows steadily from the sacrum upwards and the two are mirror images,
+    so a first watershed from broad markers gives each slice's and side's border
+    (`SEPTUM_QUANTILE` of the multifidus' lateral reach), the median over both sides and
+    the slices within `SEPTUM_REACH_MM` replaces it, and a second watershed seeks the
+    septum within `SEPTUM_BAND_MM` of that border."""
     spacing_ji = (float(spacing[1]), float(spacing[2]))
-    ks = np.nonzero(paraspinal.any(axis=(1, 2)))[0]
-    border = np.full(len(paraspinal), np.nan)
-    slices = {}
-    for k in ks:
-        lateral = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing).toward(side)
-        mask = paraspinal[k]
-        landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
-        slices[k] = (lateral, mask, landscape)
-        extent = float(lateral[mask].max())
-        basins = _watershed_between(
-            mask, landscape, lateral, min(15.0, 0.3 * extent), 0.65 * extent
-        )
-        if basins is not None and (basins == 1).any():
-            border[k] = np.percentile(lateral[basins == 1], SEPTUM_QUANTILE)
-    known = np.nonzero(~np.isnan(border))[0]
+    borders = []
+    slices: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for side, paraspinal in paraspinals.items():
+        border = np.full(len(paraspinal), np.nan)
+        for k in np.nonzero(paraspinal.any(axis=(1, 2)))[0]:
+            lateral = SliceFrame.at(paraspinal.shape[1:], spine, k, spacing).toward(side)
+            mask = paraspinal[k]
+            landscape = ndimage.grey_dilation(smooth[k], footprint=disk(1.0, spacing_ji))
+            slices[(side, int(k))] = (lateral, mask, landscape)
+            extent = float(lateral[mask].max())
+            basins = _watershed_between(
+                mask, landscape, lateral, min(15.0, 0.3 * extent), 0.65 * extent
+            )
+            if basins is not None and (basins == 1).any():
+                border[k] = np.percentile(lateral[basins == 1], SEPTUM_QUANTILE)
+        borders.append(border)
     reach = round(SEPTUM_REACH_MM / float(spacing[0]))
-    for k in ks:
-        lateral, mask, landscape = slices[k]
-        near = known[np.abs(known - k) <= reach]
-        if not len(near):
-            erector[k] = mask
-            continue
-        typical = float(np.median(border[near]))
-        basins = _watershed_between(
-            mask, landscape, lateral, typical - SEPTUM_BAND_MM, typical + SEPTUM_BAND_MM
-        )
+    out = {
+        side: (np.zeros_like(paraspinal), np.zeros_like(paraspinal))
+        for side, paraspinal in paraspinals.items()
+    }
+    for (side, k), (lateral, mask, landscape) in slices.items():
+        multifidus, erector = out[side]
+        near = np.concatenate([b[max(0, k - reach) : k + reach + 1] for b in borders])
+        near = near[~np.isnan(near)]
+        basins = None
+        if len(near):
+            typical = float(np.median(near))
+            basins = _watershed_between(
+                mask, landscape, lateral, typical - SEPTUM_BAND_MM, typical + SEPTUM_BAND_MM
+            )
         if basins is None:
             erector[k] = mask
             continue
         multifidus[k] = basins == 1
         erector[k] = basins == 2
-    return multifidus, erector
+    return out
 
 
 def _watershed_between(

@@ -21,6 +21,7 @@ from myonode.infer.engines.morphology import (
     disk,
     fill_holes_per_slice,
     largest_component,
+    slice_disk,
     smooth_in_plane,
 )
 
@@ -69,6 +70,22 @@ def body_mask_mr(signal: np.ndarray) -> np.ndarray:
     above = signal > 0.05 * np.percentile(signal, 99)
     out = np.stack([largest_component(s) for s in above]) if len(above) else above
     return fill_holes_per_slice(out)
+
+
+def subcutaneous_contrast(signal: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> float:
+    """Median signal 2-12 mm beneath the skin over the median deeper inside the body.
+
+    That outer ring is mostly subcutaneous fat: on a fat-bright series (T1, T2 fast spin
+    echo, in- and opposed-phase) it is at least about as bright as the inside (1.1-1.5 on
+    the shared cases), on a fat-suppressed series (SPIR, STIR) or a Dixon water image well
+    darker (0.4-0.8). 0 when the body is too small to tell."""
+    outer = ndimage.binary_erosion(body, slice_disk(2.0, spacing))
+    inner = ndimage.binary_erosion(body, slice_disk(12.0, spacing))
+    ring = outer & ~inner
+    if ring.sum() < 100 or inner.sum() < 100:
+        return 0.0
+    deep = float(np.median(signal[inner]))
+    return float(np.median(signal[ring])) / deep if deep > 0 else 0.0
 
 
 def midline(likeness: np.ndarray, body: np.ndarray, spacing: np.ndarray) -> np.ndarray:
