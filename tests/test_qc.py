@@ -32,7 +32,7 @@ from myonode.store.index import Index
 from myonode.store.records import ResultFilter, ResultRow
 
 from conftest import make_settings
-from support import require_tool
+from support import AUTH_HEADERS, require_tool
 
 PIXEL_MM, SLICE_MM = 4.0, 5.0
 SHAPE = (24, 64, 64)
@@ -285,7 +285,8 @@ def test_index_keeps_qc_migrates_old_results_and_counts_for_metrics(tmp_path):
     rendered = metrics.render().decode()
     assert 'myonode_qc_structures{verdict="fail"} 1.0' in rendered
     assert 'myonode_qc_structures{verdict="pass"} 0.0' in rendered
-    client = TestClient(create_app(index, make_settings(tmp_path), metrics))
+    app = create_app(index, make_settings(tmp_path), metrics)
+    client = TestClient(app, headers=AUTH_HEADERS, base_url="http://127.0.0.1")
     [listed] = client.get("/api/review").json()
     assert (listed["study_uid"], listed["review"], listed["fail"]) == ("1.2", 1, 1)
     csv = client.get("/api/results?format=csv").text.splitlines()

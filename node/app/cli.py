@@ -591,6 +591,57 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from myonode.core.types import EngineError
+    from myonode.infer.engines.nnunet import describe_folder, model_folder
+    from myonode.infer.engines.totalsegmentator import TASK_DATASETS, weights_dir
+
+    root = weights_dir()
+    folders: list[tuple[str, Path]] = []
+    for task, datasets in TASK_DATASETS.items():
+        for dataset in datasets:
+            for path in sorted(root.glob(f"Dataset{dataset}_*")):
+                folders.append((f"totalsegmentator:{task}", path))
+    for path in args.paths:
+        if (path / "plans.json").is_file() or any(path.glob("*/plans.json")):
+            folders.append(("nnunet", path))
+        else:
+            folders += [("nnunet", p) for p in sorted(path.glob("Dataset*")) if p.is_dir()]
+    rows, records = [], []
+    for engine, path in folders:
+        try:
+            d = describe_folder(model_folder(path))
+        except EngineError as exc:
+            rows.append((engine, path.name, "[red]refused[/]", escape(str(exc)), ""))
+            records.append({"engine": engine, "path": str(path), "error": str(exc)})
+            continue
+        keys = sorted(set(d.structures.values()))
+        what = ", ".join(keys) or f"no muscle the node measures ({len(d.classes)} classes)"
+        source = f"{d.modality}, folds {'+'.join(d.folds)}"
+        rows.append((engine, d.dataset, source, what, d.version))
+        records.append(
+            {
+                "engine": engine,
+                "path": str(d.path),
+                "modality": d.modality,
+                "folds": list(d.folds),
+                "structures": keys,
+                "unmapped_classes": d.unmapped,
+                "sha256": d.checksum,
+            }
+        )
+    if args.json:
+        print(json.dumps({"totalsegmentator_weights": str(root), "models": records}, indent=2))
+        return 0
+    console.print(f"TotalSegmentator weights: {root}")
+    if not rows:
+        console.print("no model folders installed (README, TotalSegmentator weights)")
+        return 0
+    columns = ("engine", "dataset", "input", "segments (node structures)", "checksum")
+    console.print(_table("Installed models", columns, rows))
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(dump_settings(_settings(args)), end="")
     return 0
@@ -708,6 +759,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = bundle_sub.add_parser("verify", help="check a bundle's manifest and checksums")
     verify.add_argument("bundle", type=Path)
     verify.set_defaults(func=cmd_bundle_verify)
+
+    models = sub.add_parser(
+        "models", help="installed nnU-Net and TotalSegmentator model folders and their checksums"
+    )
+    models.add_argument("paths", nargs="*", type=Path, help="nnU-Net folders or folders of them")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)

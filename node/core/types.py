@@ -158,6 +158,7 @@ class EngineIdentity:
 
     algorithm: Algorithm
     task: Literal["segmentation", "regression"]
+    modality: str | None = None  # the images it was trained on; None: not tied to one
 
 
 @dataclass(frozen=True)

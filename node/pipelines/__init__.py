@@ -62,6 +62,9 @@ class PipelineSpec(BaseModel):
     needs: str | None = Field(
         default=None, description="what the pipeline needs when no engine is set"
     )
+    modality: str | None = Field(
+        default=None, description="the images it measures; an engine for another is refused"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Pipeline:
     series_number_base: int
     task: Task = "segmentation"
     needs: str = ""
+    modality: str | None = None  # the images it measures; an engine for another is refused
 
 
 def pipelines_from(specs: Iterable[tuple[str, PipelineSpec, str]]) -> dict[str, Pipeline]:
@@ -116,6 +120,7 @@ def pipelines_from(specs: Iterable[tuple[str, PipelineSpec, str]]) -> dict[str, 
             series_number_base=int(values["series_number_base"]),  # type: ignore[call-overload]
             task=values.get("task") or "segmentation",  # type: ignore[arg-type]
             needs=str(values.get("needs") or ""),
+            modality=values.get("modality"),  # type: ignore[arg-type]
         )
     return pipelines
 
@@ -128,7 +133,8 @@ def pipeline_version(algorithm: Algorithm) -> str:
 def engine_algorithm(pipeline: Pipeline) -> Algorithm:
     """The pipeline's engine identity, or `PipelineUnavailable` saying why it cannot run: no
     engine configured, an engine that cannot be identified (unknown, missing or altered
-    bundle, weights not installed), or one of the wrong task. No model is loaded."""
+    bundle, weights not installed), or one of the wrong task or modality. No model is
+    loaded."""
     if pipeline.engine is None:
         raise PipelineUnavailable(pipeline.needs or "no engine is configured")
     try:
@@ -142,6 +148,11 @@ def engine_algorithm(pipeline: Pipeline) -> Algorithm:
         raise PipelineUnavailable(
             f"engine {pipeline.engine!r} is a {identity.task} engine; it needs a "
             f"{pipeline.task} engine"
+        )
+    if identity.modality and pipeline.modality and identity.modality != pipeline.modality:
+        raise PipelineUnavailable(
+            f"engine {pipeline.engine!r} segments {identity.modality} images; pipeline "
+            f"{pipeline.name} measures {pipeline.modality}"
         )
     return identity.algorithm
 

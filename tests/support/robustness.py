@@ -162,32 +162,40 @@ def resampled(
     volume: Volume, masks: Masks, spacing_kji: tuple[float, float, float], most: tuple[int, ...]
 ) -> tuple[Volume, Masks]:
     """The same patient on another axial grid (linear interpolation of HU, nearest for the
-    references), centred on the original field of view, at most `most` voxels per axis.
-    Beyond the outermost source voxel centres the edge values go on (no air is blended
-    into the first and last slices)."""
+    references), centred on the original field of view: at most `most[0]` slices within
+    its extent, and images of exactly `most[1]` x `most[2]` pixels, as a scanner sends
+    them (air where the original field of view ends in-plane; across z the edge slices'
+    values go on, so no air is blended into the first and last slices)."""
     source = _spacing(volume)
     target = np.asarray(spacing_kji, dtype=float)
     extent = np.array(volume.array.shape) * source
-    shape = np.minimum(np.floor(extent / target).astype(int), np.asarray(most))
+    shape = np.array([min(int(extent[0] // target[0]), most[0]), most[1], most[2]])
     scale = target / source
     offset = (np.array(volume.array.shape) - 1) / 2.0 - scale * (shape - 1) / 2.0
-    array = ndimage.affine_transform(
-        volume.array.astype(np.float32),
-        scale,
-        offset,
-        output_shape=tuple(shape),
-        order=1,
-        mode="nearest",
-    )
+
+    def resample(array: np.ndarray, order: int) -> np.ndarray:
+        return ndimage.affine_transform(
+            array, scale, offset, output_shape=tuple(shape), order=order, mode="nearest"
+        )
+
+    array = resample(volume.array.astype(np.float32), 1)
     names, packed = _pack(masks)
-    packed = ndimage.affine_transform(packed, scale, offset, output_shape=tuple(shape), order=0)
+    packed = resample(packed, 0)
+    for axis in (1, 2):
+        position = scale[axis] * np.arange(shape[axis]) + offset[axis]
+        outside = (position < -0.5) | (position > volume.array.shape[axis] - 0.5)
+        index = [slice(None)] * 3
+        index[axis] = outside
+        array[tuple(index)] = -1000.0
+        packed[tuple(index)] = 0
     origin = volume.geometry.index_to_lps(np.array([offset[2], offset[1], offset[0]]))[0]
     geometry = Geometry(origin, volume.geometry.directions, target[::-1].copy())
     return Volume(array, geometry), _unpack(names, packed)
 
 
 def scanner_thin(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
-    """What a scanner sends: 512 x 512 pixels of 0.7 mm, 1.1 mm slices, at most 300."""
+    """What a scanner sends: 512 x 512 pixels of 0.7 mm (a 358 mm field of view), 1.1 mm
+    slices, at most 300."""
     return resampled(volume, masks, (1.1, 0.7, 0.7), (300, 512, 512))
 
 

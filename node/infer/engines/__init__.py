@@ -49,11 +49,12 @@ def _builtin_kinds() -> dict[str, EngineKind]:
         bundle,
         classical_ct,
         classical_mr,
+        nnunet,
         threshold,
         totalsegmentator,
     )
 
     kinds: dict[str, EngineKind] = {}
-    for module in (bundle, classical_ct, classical_mr, threshold, totalsegmentator):
+    for module in (bundle, classical_ct, classical_mr, nnunet, threshold, totalsegmentator):
         kinds.update(module.ENGINES)
     return kinds

@@ -40,8 +40,14 @@ from myonode.dicom.anatomy import (
     Structure,
 )
 from myonode.infer.engines.body_wall import wall_band
-from myonode.infer.engines.landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, ct_landmarks
-from myonode.infer.engines.morphology import disk, largest_component, slice_disk, smooth_in_plane
+from myonode.infer.engines.landmarks_ct import FAT_HU, MUSCLE_HU, CtLandmarks, Spine, ct_landmarks
+from myonode.infer.engines.morphology import (
+    disk,
+    largest_component,
+    slice_disk,
+    smooth_in_plane,
+    split_bulges,
+)
 from myonode.infer.engines.muscle_groups_ct import (
     gluteal_groups,
     iliacus,
@@ -51,6 +57,7 @@ from myonode.infer.engines.muscle_groups_ct import (
 from myonode.infer.engines.orientation import Canonical, OrientationError, canonical
 from myonode.infer.engines.psoas import track_psoas
 from myonode.infer.engines.trunk_muscles import (
+    SliceFrame,
     cut_sides,
     posterior_floor,
     posterior_groups,
@@ -158,7 +165,9 @@ def segment_canonical(
         lumbar,
         floor=posterior_floor(landmarks.bone, landmarks.spine, spacing, landmarks.pelvis),
         sheet_mm=SHEET_MM,
-        psoas_z=lambda raw, _side: track_psoas(raw, psoas_tissue, spacing, pelvic, highest),
+        psoas_z=lambda raw, _side: track_psoas(
+            beside_column(raw, landmarks.spine, spacing), psoas_tissue, spacing, pelvic, highest
+        ),
     )
     # Below L5 the psoas crosses the pelvic brim and is joined by the iliacus: iliopsoas.
     iliac = iliacus(psoas_tissue, landmarks.pelvis, landmarks.spine, spacing)
@@ -199,6 +208,20 @@ def segment_canonical(
                 "no rectus or lateral abdominals labelled there."
             )
     return labels, notes, landmarks
+
+
+def beside_column(mask: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:
+    """The bulges of one side's psoas search whose deepest point lies within 25 mm of the
+    vertebral body: the psoas arises from the sides of the lumbar bodies and lies against
+    them, a kidney joined to it (or found in its place) bulges further out. Slices without
+    the column keep what they have."""
+    out = mask.copy()
+    spacing_ji = (float(spacing[1]), float(spacing[2]))
+    for k in np.nonzero(mask.any(axis=(1, 2)) & spine.present)[0]:
+        frame = SliceFrame.at(mask.shape[1:], spine, k, spacing)
+        near = np.hypot(frame.forward, frame.lateral) <= frame.radius + 25.0
+        out[k] = split_bulges(mask[k], near, spacing_ji)
+    return out
 
 
 def lumbar_slices(landmarks: CtLandmarks) -> np.ndarray:

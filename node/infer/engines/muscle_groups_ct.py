@@ -69,6 +69,19 @@ def partial_volume_rim(
     return touching & inside & (hu >= MUSCLE_HU[0]) & (hu < level)
 
 
+def _both_sides(pelvis: np.ndarray, spine: Spine) -> list[int]:
+    """Slices with hip bone on both sides of the midline: only there does the convex hull
+    of the bone enclose the pelvic cavity (bladder, bowel), which must stay out."""
+    out = []
+    ii = np.arange(pelvis.shape[2])
+    for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
+        midline = spine.center[k, 1] if spine.present[k] else pelvis.shape[2] / 2.0
+        columns = ii[pelvis[k].any(axis=0)]
+        if (columns > midline).any() and (columns <= midline).any():
+            out.append(int(k))
+    return out
+
+
 def gluteal_groups(
     muscle: np.ndarray,
     hu: np.ndarray,
@@ -95,7 +108,7 @@ def gluteal_groups(
     sj, si = float(spacing[1]), float(spacing[2])
     jj, ii = np.mgrid[0 : shape[1], 0 : shape[2]]
     near_bone = disk(8.0, (sj, si))
-    for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
+    for k in _both_sides(pelvis, spine):
         midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
         hull = convex_hull_image(pelvis[k])
         beneath = np.nan_to_num(depth[k], nan=-1.0) >= 0.0
@@ -142,7 +155,7 @@ def iliacus(
     out = {f"iliacus_{side}": np.zeros(shape, dtype=bool) for side in SIDES}
     sj, si = float(spacing[1]), float(spacing[2])
     ii = np.arange(shape[2])[np.newaxis, :]
-    for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
+    for k in _both_sides(pelvis, spine):
         midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
         hull = convex_hull_image(pelvis[k])
         for side in SIDES:

@@ -1,48 +1,26 @@
-"""Optional TotalSegmentator adapter: ``totalsegmentator:TASK`` (total, total_mr,
-abdominal_muscles, tissue_types).
+"""TotalSegmentator's weights as a resident engine: ``totalsegmentator:TASK[?OPTIONS]`` (total,
+total_mr, abdominal_muscles, tissue_types).
 
-TotalSegmentator's class names are mapped to the node's structure keys (and so to its codes);
-classes that are not muscles the node measures are dropped. The live engine runs only when
-the `totalsegmentator` package and the task's weights are already installed: the node never
-lets it download anything. `map_output` works without the package, on the label files
-TotalSegmentator writes.
+TotalSegmentator's weights are nnU-Net v2 dataset folders under
+``$TOTALSEG_HOME_DIR/nnunet/results``. The engine finds the task's folders there, keeps only
+those whose classes include a muscle the node measures (for ``total``, the muscles part), and
+runs them through the resident `nnunet` engine: loaded once per worker, not once per study
+as TotalSegmentator's own API does. The TotalSegmentator package is not needed and nothing is
+ever downloaded. Class names map to the node's structure keys (and so to its codes) by
+`NAME_TO_KEY`; `map_output` maps the label files TotalSegmentator itself writes.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pydicom.sr.codedict import codes
 
-from myonode.core.types import Algorithm, EngineError, EngineIdentity, EngineKind, LabelMap
-from myonode.core.volume import Volume
+from myonode.core.types import EngineError, EngineIdentity, EngineKind
 from myonode.dicom.anatomy import STRUCTURES, Structure
-
-# TotalSegmentator class name -> node structure key.
-NAME_TO_KEY: dict[str, str] = {
-    **{
-        f"{muscle}_{side}": f"{muscle}_{side}"
-        for muscle in ("gluteus_maximus", "gluteus_medius", "gluteus_minimus", "iliopsoas")
-        for side in ("left", "right")
-    },
-    **{f"autochthon_{side}": f"deep_back_muscles_{side}" for side in ("left", "right")},
-    **{
-        f"{muscle}_{side}": f"{muscle}_{side}"
-        for muscle in (
-            "rectus_abdominis",
-            "external_oblique",
-            "internal_oblique",
-            "erector_spinae",
-            "transversospinalis",
-            "quadratus_lumborum",
-        )
-        for side in ("left", "right")
-    },
-    **{f"psoas_major_{side}": f"psoas_{side}" for side in ("left", "right")},
-    "skeletal_muscle": "skeletal_muscle",
-}
+from myonode.infer.engines.class_names import NAME_TO_KEY
 
 # The muscle classes of each task as TotalSegmentator v2 numbers them in its output files
 # (totalsegmentator/map_to_binary.py; abdominal_muscles as released with 2.5). When the package
@@ -90,7 +68,7 @@ KNOWN_CLASSES: dict[str, dict[int, str]] = {
     },
     "tissue_types": {3: "skeletal_muscle"},
 }
-# TotalSegmentator's nnU-Net dataset ids per task: their weights must be on disk.
+# TotalSegmentator's nnU-Net dataset ids per task (the muscles of `total` are in 294).
 TASK_DATASETS = {
     "total": (291, 292, 293, 294, 295),
     "total_mr": (850, 851),
@@ -139,79 +117,97 @@ def map_output(labels: np.ndarray, task: str) -> tuple[np.ndarray, dict[int, Str
 
 
 def weights_dir() -> Path:
-    """Where TotalSegmentator keeps its weights ($TOTALSEG_HOME_DIR/nnunet/results)."""
+    """Where TotalSegmentator keeps its weights ($TOTALSEG_HOME_DIR/nnunet/results, or
+    $TOTALSEG_WEIGHTS_PATH)."""
     home = os.environ.get("TOTALSEG_HOME_DIR") or str(Path.home() / ".totalsegmentator")
     return Path(os.environ.get("TOTALSEG_WEIGHTS_PATH") or Path(home) / "nnunet" / "results")
 
 
-def missing_requirements(task: str) -> str | None:
-    """Why the live engine cannot run offline (package or weights absent), or None."""
-    try:
-        import totalsegmentator  # noqa: F401
-    except ImportError:
-        return "the totalsegmentator package is not installed"
-    folder = weights_dir()
-    missing = [
-        dataset
-        for dataset in TASK_DATASETS.get(task, ())
-        if not any(folder.glob(f"Dataset{dataset}_*"))
-    ]
+@dataclass(frozen=True)
+class TaskFolders:
+    """What is installed for a task: the model folders the node needs (those with a class
+    it measures), the installed ones it skips, and the datasets that are not on disk."""
+
+    task: str
+    needed: list[Path]
+    skipped: list[Path]
+    missing: list[int]
+
+
+def task_folders(task: str, root: Path | None = None) -> TaskFolders:
+    """The task's dataset folders under `root` (default `weights_dir()`), sorted into those
+    whose dataset.json names a muscle the node measures and the rest; no torch needed."""
+    from myonode.infer.engines.nnunet import default_structure, model_folder, read_classes
+
     if task not in TASK_DATASETS:
-        return f"unknown TotalSegmentator task {task!r}"
-    if missing:
+        raise EngineError(f"unknown TotalSegmentator task {task!r}; known: {sorted(TASK_DATASETS)}")
+    root = weights_dir() if root is None else root
+    needed, skipped, missing = [], [], []
+    for dataset in TASK_DATASETS[task]:
+        found = sorted(root.glob(f"Dataset{dataset}_*"))
+        if not found:
+            missing.append(dataset)
+            continue
+        folder = model_folder(found[0])
+        classes = read_classes(folder)
+        if any(default_structure(name) for name in classes.values()):
+            needed.append(folder)
+        else:
+            skipped.append(folder)
+    return TaskFolders(task, needed, skipped, missing)
+
+
+def missing_requirements(task: str) -> str | None:
+    """Why the task cannot run from the installed weights, or None."""
+    try:
+        folders = task_folders(task)
+    except EngineError as exc:
+        return str(exc)
+    if not folders.needed:
         return (
-            f"weights for task {task} (datasets {missing}) are not in {folder}; the node does "
-            "not download them"
+            f"weights for task {task} are not in {weights_dir()}: none of the installed "
+            f"datasets holds a muscle the node measures (missing: {folders.missing}); copy "
+            "the dataset folders there (README, TotalSegmentator weights); the node does not "
+            "download them"
         )
     return None
 
 
-def algorithm_for(task: str) -> Algorithm:
-    """How SEG and SR identify a TotalSegmentator task (its installed package's version)."""
-    import importlib.metadata
+def create_engine(argument: str | None):
+    """``totalsegmentator:TASK[?OPTIONS]``: the task's folders that hold a muscle the node
+    measures, resident in one `nnunet` engine (options as for ``nnunet``)."""
+    from myonode.infer.engines.nnunet import NnUNetEngine, Options, describe_folder
 
-    return Algorithm(
-        name=f"TotalSegmentator-{task}",
-        version=importlib.metadata.version("TotalSegmentator"),
-        family=codes.cid7162.ArtificialIntelligence,
-        kind="deep learning",
-        intended_use="research",
-        parameters={"task": task},
-    )
-
-
-def identify_task(argument: str | None) -> EngineIdentity:
-    """A task's identity if its package and weights are installed; `EngineError` says what is
-    missing (the node never downloads them)."""
-    task = argument or "total"
+    task, _, query = (argument or "total").partition("?")
     reason = missing_requirements(task)
     if reason:
         raise EngineError(f"TotalSegmentator engine unavailable: {reason}")
-    return EngineIdentity(algorithm_for(task), "segmentation")
-
-
-class TotalSegmentatorEngine:
-    def __init__(self, task: str) -> None:
-        self.algorithm = identify_task(task).algorithm
-        self.task = task
-
-    def segment(self, volume: Volume) -> LabelMap:
-        import nibabel as nib
-        from totalsegmentator.python_api import totalsegmentator
-
-        # TotalSegmentator reads NIfTI: the array goes in as (i, j, k) with the RAS affine.
-        image = nib.Nifti1Image(
-            np.ascontiguousarray(volume.array.transpose(2, 1, 0)), volume.geometry.ras_affine()
+    folders = task_folders(task)
+    options = Options.parse(query)
+    if "mirroring=" not in query:  # TotalSegmentator's trainers do not mirror
+        options = replace(options, mirroring=False)
+    descriptions = [describe_folder(folder, hash_checkpoints=False) for folder in folders.needed]
+    notes = []
+    if folders.skipped:
+        notes.append(
+            f"TotalSegmentator task {task}: datasets without muscles were not run "
+            f"({', '.join(p.parent.name for p in folders.skipped)})."
         )
-        result = totalsegmentator(image, None, task=self.task, ml=True, quiet=True)
-        labels = np.asarray(result.dataobj).transpose(2, 1, 0)
-        mapped, structures, notes = map_output(labels, self.task)
-        return LabelMap(labels=mapped, structures=structures, notes=notes)
+    return NnUNetEngine(descriptions, options, name=f"TotalSegmentator-{task}", notes=notes)
 
 
-ENGINES = {
-    "totalsegmentator": EngineKind(
-        create=lambda argument: TotalSegmentatorEngine(argument or "total"),
-        identify=identify_task,
+def identify_task(argument: str | None) -> EngineIdentity:
+    """A task's identity from its installed folders (checked, checkpoints hashed once per
+    file version), without loading a model; `EngineError` says what is missing."""
+    from myonode.infer.engines.nnunet import Options, folders_identity
+
+    task, _, query = (argument or "total").partition("?")
+    reason = missing_requirements(task)
+    if reason:
+        raise EngineError(f"TotalSegmentator engine unavailable: {reason}")
+    return folders_identity(
+        task_folders(task).needed, Options.parse(query), name=f"TotalSegmentator-{task}"
     )
-}
+
+
+ENGINES = {"totalsegmentator": EngineKind(create=create_engine, identify=identify_task)}

@@ -208,11 +208,6 @@ def _erector(
         # on with a finer radius.
         gutter = w.tissue & region & w.under_sheet & (w.bone_mm <= GUTTER_MM)
         es |= grow_from(gutter | es, es, 1.5, spacing_ji) & gutter
-        # Behind the plane of the transverse processes, thick muscle joined to the
-        # erector by a neck thinner than the first growth allowed (the iliocostalis
-        # across a fat streak) is erector too.
-        lateral_part = w.tissue & region & w.under_sheet & (w.depth >= 10.0)
-        es |= grow_from(lateral_part | es, es, 2.5, spacing_ji) & lateral_part
     # A voxel touching the posterior elements straddles the bone surface (cortex,
     # periosteum, the tendinous attachments of multifidus and rotatores): not muscle.
     es &= ~w.bone_rim
