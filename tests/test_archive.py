@@ -15,7 +15,7 @@ from myonode.dispatch.archive import Archive
 from myonode.store.records import ResultFilter
 
 from conftest import make_settings
-from support import ArchiveOrthanc, free_port, metric, scanner_sends, wait_until
+from support import ArchiveOrthanc, free_port, metric, scanner_sends, sql, wait_until
 
 SLICES = 8
 
@@ -147,7 +147,7 @@ def test_results_wait_while_orthanc_is_down_and_arrive_after_its_restart(stack, 
     orthanc.stop()
 
     def retrying():
-        rows = node.index.query("SELECT * FROM outbox")
+        rows = sql(node.index, "SELECT * FROM outbox")
         return len(rows) == 3 and all(r["state"] == "pending" and r["last_error"] for r in rows)
 
     wait_until(retrying, timeout=60)
@@ -176,7 +176,7 @@ def test_study_deleted_in_orthanc_while_processing_is_not_recreated(stack, ct):
     assert node.index.counts()["jobs"] == {"done": 1}
     study_uid = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
     assert node.index.study_status(study_uid) == "withheld"
-    reasons = {r["last_error"] for r in node.index.query("SELECT last_error FROM outbox")}
+    reasons = {r["last_error"] for r in sql(node.index, "SELECT last_error FROM outbox")}
     assert len(reasons) == 1 and "no longer in the archive" in reasons.pop()
     assert client.get_studies() == []
-    assert all(Path(r["path"]).is_file() for r in node.index.query("SELECT path FROM outbox"))
+    assert all(Path(r["path"]).is_file() for r in sql(node.index, "SELECT path FROM outbox"))

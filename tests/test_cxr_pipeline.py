@@ -27,7 +27,7 @@ from myonode.route.profiles import (
 from myonode.store.records import ResultFilter, ResultRow
 from myonode.worker.runner import Runner
 
-from support import myonode, sr_texts
+from support import myonode, sql, sr_texts
 
 BUNDLE = Path(__file__).parents[1] / "models" / "bundles" / "cxr-sarcopenia-seed004-demo"
 TARGETS = ("alm", "hgs", "crt", "almi")
@@ -54,8 +54,8 @@ def test_without_a_bundle_nothing_runs_and_every_view_says_why(tmp_path):
     out = tmp_path / "out"
     report, index = process_folder(tmp_path / "study", out, load_settings(environ={}))
     assert report.stored == 1 and report.jobs_done == 0 and report.jobs_failed == 0
-    assert not index.query("SELECT * FROM jobs") and not index.query("SELECT * FROM results")
-    [study_uid] = [r["study_uid"] for r in index.query("SELECT study_uid FROM studies")]
+    assert not sql(index, "SELECT * FROM jobs") and not sql(index, "SELECT * FROM results")
+    [study_uid] = [r["study_uid"] for r in sql(index, "SELECT study_uid FROM studies")]
     [decision] = index.decisions(study_uid)
     assert not decision["selected"] and decision["pipeline"] == "cxr_sarcopenia"
     reason = decision["reason"]
@@ -229,8 +229,8 @@ def test_real_radiographs_route_and_predict_with_the_demo_bundle(
         environ={"MYONODE_ROUTING__PROFILES_DIR": str(bundle_profiles(tmp_path))}
     )
     report, index = process_folder(study, tmp_path / "out", settings)
-    assert report.jobs_failed == 0, index.query("SELECT error FROM jobs")
-    assert report.jobs_done == 1, index.query("SELECT reason FROM decisions")
+    assert report.jobs_failed == 0, sql(index, "SELECT error FROM jobs")
+    assert report.jobs_done == 1, sql(index, "SELECT reason FROM decisions")
     sr_path = next((tmp_path / "out").rglob("sr.dcm"))
     rows = {r.quantity: r for r in rows_from_sr(pydicom.dcmread(sr_path))}
     for key in ("alm", "hgs", "crt"):
@@ -264,12 +264,12 @@ def test_a_study_seen_before_its_bundle_was_configured_runs_after_reroute(tmp_pa
 
     report, index = process_folder(tmp_path / "study", out, with_bundle)
     assert report.jobs_done == 1 and report.jobs_failed == 0
-    [job] = index.query("SELECT * FROM jobs")
+    [job] = sql(index, "SELECT * FROM jobs")
     assert job["study_uid"] == study_uid and job["pipeline"] == "cxr_sarcopenia"
     assert index.query_results(ResultFilter(pipeline="cxr_sarcopenia"))
 
     assert myonode("reroute", study_uid, env=env).returncode == 0
     _, index = process_folder(tmp_path / "study", out, with_bundle)
-    assert len(index.query("SELECT * FROM jobs")) == 1  # routed again, nothing run twice
-    [study] = index.query("SELECT change_seq, processed_seq FROM studies")
+    assert len(sql(index, "SELECT * FROM jobs")) == 1  # routed again, nothing run twice
+    [study] = sql(index, "SELECT change_seq, processed_seq FROM studies")
     assert study["change_seq"] == study["processed_seq"]

@@ -13,7 +13,7 @@ from myonode.core.tls import client_context
 from myonode.dispatch.scu import SendError, describe, send_files
 
 from conftest import make_settings
-from support import free_port, require_tool, wait_for_port
+from support import free_port, require_tool, sql, wait_for_port
 
 
 def openssl(*args: str) -> None:
@@ -80,7 +80,7 @@ def test_storescu_over_tls_stores_and_plain_tcp_is_refused(tmp_path, pki, node_f
         node.port, pki["modality_key"], pki["modality_crt"], pki["ca_crt"], ct_series
     )
     assert done.returncode == 0, done.stderr
-    assert len(node.index.query("SELECT * FROM instances")) == len(ct_series)
+    assert len(sql(node.index, "SELECT * FROM instances")) == len(ct_series)
     with pytest.raises(SendError):  # plain DICOM to a TLS port: no association
         send_files([describe(ct_series[0])], "PLAIN", "MYONODE", "127.0.0.1", node.port)
 
@@ -97,12 +97,12 @@ def test_allow_list_entry_bound_to_a_certificate(tmp_path, pki, node_factory, ct
         node.port, pki["intruder_key"], pki["intruder_crt"], pki["ca_crt"], ct_series[:1]
     )
     assert spoofed.returncode != 0  # right AE title, another (valid) certificate
-    assert not node.index.query("SELECT * FROM instances")
+    assert not sql(node.index, "SELECT * FROM instances")
     done = storescu_tls(
         node.port, pki["modality_key"], pki["modality_crt"], pki["ca_crt"], ct_series[:1]
     )
     assert done.returncode == 0, done.stderr
-    assert len(node.index.query("SELECT * FROM instances")) == 1
+    assert len(sql(node.index, "SELECT * FROM instances")) == 1
 
 
 def test_node_sends_to_a_tls_storescp(tmp_path, pki, ct_series):

@@ -24,7 +24,7 @@ from myonode.dicom.uids import derived_uid
 from myonode.route.series import describe
 from myonode.worker.runner import Runner
 
-from support import require_tool, wait_until
+from support import require_tool, sql, wait_until
 
 
 @pytest.fixture
@@ -166,8 +166,8 @@ def test_node_accepts_routes_and_measures_a_legacy_converted_ct(legacy_ct, setti
     assert row["sop_class_uid"] == LegacyConvertedEnhancedCTImageStorage
 
     def done() -> list:
-        return node.index.query(
-            "SELECT * FROM jobs WHERE study_uid = ? AND state = 'done'", (study_uid,)
+        return sql(
+            node.index, "SELECT * FROM jobs WHERE study_uid = ? AND state = 'done'", (study_uid,)
         )
 
     [job] = wait_until(done, timeout=120)

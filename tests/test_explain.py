@@ -17,7 +17,7 @@ from myonode.route.profiles import (
 )
 from myonode.store.index import Index
 
-from support import myonode
+from support import myonode, sql
 
 
 def test_explain_folder_table_and_json(tmp_path):
@@ -44,10 +44,10 @@ def test_decisions_are_stored_shown_by_status_and_explained_from_the_index(tmp_p
     out = tmp_path / "out"
     report, index = process_folder(tmp_path / "study", out, load_settings(environ={}))
     assert report.jobs_done == 1 and report.jobs_failed == 0
-    [job] = index.query("SELECT * FROM jobs")
+    [job] = sql(index, "SELECT * FROM jobs")
     assert json.loads(job["inputs"]) == {"image": [job["series_uid"]]}
     assert "ct_abdominal_muscle -> ct_muscle" in json.loads(job["reasons"])[0]
-    [study_uid] = [r["study_uid"] for r in index.query("SELECT study_uid FROM studies")]
+    [study_uid] = [r["study_uid"] for r in sql(index, "SELECT study_uid FROM studies")]
     rows = index.decisions(study_uid)
     assert len(rows) == 5 and sum(r["selected"] for r in rows) == 1
     details = json.loads(next(r for r in rows if r["selected"])["details"])
@@ -83,7 +83,7 @@ def test_old_index_gets_the_inputs_column(tmp_path):
     conn.commit()
     conn.close()
     index = Index(path)
-    [row] = index.query("SELECT * FROM jobs")
+    [row] = sql(index, "SELECT * FROM jobs")
     assert row["inputs"] is None  # old jobs keep loading their one series
     Index(path).close()  # opening again is a no-op
     index.close()

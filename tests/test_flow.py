@@ -25,6 +25,7 @@ from support import (
     Storescp,
     free_port,
     received_modalities,
+    sql,
     sr_texts,
     wait_for_port,
     wait_until,
@@ -95,11 +96,11 @@ def test_destination_down_then_up_delivers_everything(tmp_path, node_factory, ct
     )
 
     def failing_attempts():
-        rows = node.index.query("SELECT * FROM outbox")
+        rows = sql(node.index, "SELECT * FROM outbox")
         return len(rows) == 3 and all(r["attempts"] >= 2 and r["state"] == "pending" for r in rows)
 
     wait_until(failing_attempts, timeout=60)
-    assert "rejected or failed" in node.index.query("SELECT last_error FROM outbox")[0][0]
+    assert "rejected or failed" in sql(node.index, "SELECT last_error FROM outbox")[0][0]
     peer = Storescp(tmp_path / "late-archive", ae_title="PACS", port=port).start()
     try:
         wait_until(lambda: received_modalities(peer) == RESULT_MODALITIES, timeout=60)
@@ -112,10 +113,10 @@ def test_unknown_calling_ae_keeps_results_pending_with_reason(tmp_path, node_fac
     node = node_factory(make_settings(tmp_path))
     send_files([describe(p) for p in ct_series], "NOBODY", "MYONODE", "127.0.0.1", node.port)
     wait_until(
-        lambda: node.index.query("SELECT last_error FROM outbox WHERE last_error IS NOT NULL"),
+        lambda: sql(node.index, "SELECT last_error FROM outbox WHERE last_error IS NOT NULL"),
         timeout=60,
     )
-    error = node.index.query("SELECT last_error FROM outbox")[0][0]
+    error = sql(node.index, "SELECT last_error FROM outbox")[0][0]
     assert "NOBODY" in error and "peers" in error
     assert node.index.counts()["outbox"] == {"pending": 3}
 
@@ -127,7 +128,7 @@ def test_late_arrival_reopens_study(tmp_path, node_factory, ct_series, storescp)
     wait_until(lambda: node.index.counts()["jobs"].get("done") == 1, timeout=60)
     send_files([describe(p) for p in late], storescp.ae_title, "MYONODE", "127.0.0.1", node.port)
     wait_until(lambda: node.index.counts()["jobs"].get("done") == 2, timeout=60)
-    inputs = node.index.query("SELECT input_digest FROM jobs ORDER BY id")
+    inputs = sql(node.index, "SELECT input_digest FROM jobs ORDER BY id")
     assert inputs[0][0] != inputs[1][0]
     # Sending the same instances again changes nothing and routes nothing new.
     send_files(

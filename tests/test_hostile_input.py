@@ -21,7 +21,7 @@ from pynetdicom import AE, evt
 from myonode.dispatch.scu import describe, send_files
 
 from conftest import make_settings
-from support import wait_until
+from support import sql, wait_until
 from support.hostile import (
     DEFLATED,
     Case,
@@ -61,7 +61,7 @@ def stored_files(node) -> set[str]:
 
 
 def indexed_files(node) -> set[str]:
-    return {r["path"] for r in node.index.query("SELECT path FROM instances")}
+    return {r["path"] for r in sql(node.index, "SELECT path FROM instances")}
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_undecodable_data_is_cannot_understand_and_leaves_no_file(hostile_node, 
         status = send_one(hostile_node, tmp_path, Case("lie", part10(data, ds.SOPInstanceUID), ""))
         assert status == 0xC000
     assert stored_files(hostile_node) == set()
-    assert not hostile_node.index.query("SELECT * FROM instances")
+    assert not sql(hostile_node.index, "SELECT * FROM instances")
 
 
 def test_idle_associations_are_dropped_and_do_not_lock_others_out(tmp_path, node_factory):
@@ -331,7 +331,7 @@ def test_fifty_concurrent_senders_lose_nothing(tmp_path, node_factory, ct_series
     for thread in threads:
         thread.join(timeout=300)
     assert not lost
-    stored = {r["sop_uid"] for r in node.index.query("SELECT sop_uid FROM instances")}
+    stored = {r["sop_uid"] for r in sql(node.index, "SELECT sop_uid FROM instances")}
     assert stored == {pydicom.dcmread(p).SOPInstanceUID for _, p in series}
     assert rejected[0] > 0  # 50 > the per-address limit: some had to wait and retry
     assert echo(node.port)

@@ -20,7 +20,7 @@ from myonode.store.records import ResultFilter
 from myonode.store.retention import prune
 
 from conftest import make_settings
-from support import Storescp, free_port, metric, myonode, wait_until
+from support import Storescp, free_port, metric, myonode, sql, wait_until
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_a_delivery_that_cannot_succeed_ends_failed_after_the_deadline(
     node = node_factory(settings, peers={"SCANNER": free_port()} if peered else None)
     send_files([describe(p) for p in ct_series], "SCANNER", "MYONODE", "127.0.0.1", node.port)
     wait_until(lambda: node.index.counts()["outbox"] == {"failed": 3}, timeout=90)
-    rows = node.index.query("SELECT * FROM outbox")
+    rows = sql(node.index, "SELECT * FROM outbox")
     reason = "rejected or failed" if peered else "no address for AE 'SCANNER'"
     assert all(r["last_error"].startswith("gave up after ") for r in rows)
     assert all(reason in r["last_error"] for r in rows), rows[0]["last_error"]
@@ -105,16 +105,16 @@ def test_an_older_outbox_learns_the_failed_state(tmp_path):
     path = tmp_path / "index.sqlite3"
     Index(path).close()
     conn = sqlite3.connect(path)
-    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
+    schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
     conn.executescript(
-        "DROP TABLE outbox;" + sql.replace(", 'failed'", "") + ";"
+        "DROP TABLE outbox;" + schema.replace(", 'failed'", "") + ";"
         "INSERT INTO outbox (study_uid, sop_uid, sop_class_uid, path, destination, state,"
         " next_attempt_at, created_at) VALUES ('1.2', '1.2.3', '1.2.4', '/x', 'PACS',"
         " 'pending', 0, 0);"
     )
     conn.close()
     index = Index(path)
-    [row] = index.query("SELECT id FROM outbox")
+    [row] = sql(index, "SELECT id FROM outbox")
     index.mark_failed(row["id"], "gave up")
     assert index.counts()["outbox"] == {"failed": 1}
     index.close()

@@ -4,6 +4,8 @@ import sqlite3
 
 from myonode.store.index import Index
 
+from support import sql
+
 OUTBOX_BEFORE_WITHHELD = """
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
@@ -41,7 +43,7 @@ def test_an_older_outbox_gains_the_withheld_state_and_keeps_its_rows(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.executescript(OUTBOX_BEFORE_WITHHELD)
     index = Index(path)
-    [row] = index.query("SELECT * FROM outbox")
+    [row] = sql(index, "SELECT * FROM outbox")
     assert (row["id"], row["sop_uid"], row["attempts"], row["last_error"]) == (
         7,
         "1.2.9",
@@ -52,4 +54,4 @@ def test_an_older_outbox_gains_the_withheld_state_and_keeps_its_rows(tmp_path):
     assert index.counts()["outbox"] == {"withheld": 1}
     assert index.study_status("1.2") is None  # no such study row: nothing to report
     index.close()
-    assert Index(path).query("SELECT state FROM outbox")[0]["state"] == "withheld"
+    assert sql(Index(path), "SELECT state FROM outbox")[0]["state"] == "withheld"

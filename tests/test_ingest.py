@@ -10,6 +10,7 @@ from myonode.receive.ingest import Ingestor, Status
 from myonode.store.index import Index
 
 from conftest import make_settings
+from support import sql
 
 
 def encode(ds: pydicom.Dataset) -> bytes:
@@ -28,7 +29,7 @@ def test_stores_bytes_as_received_and_indexes(ingestor, ct_series):
     data = ct_series[0].read_bytes()
     outcome = ingestor.ingest(data, calling_aet="SCANNER")
     assert outcome.ok and not outcome.duplicate
-    row = ingestor.index.query("SELECT * FROM instances")[0]
+    row = sql(ingestor.index, "SELECT * FROM instances")[0]
     assert row["sop_uid"] == outcome.sop_uid
     assert row["calling_aet"] == "SCANNER"
     with open(row["path"], "rb") as stored:
@@ -48,7 +49,7 @@ def test_duplicate_is_idempotent_and_changed_content_replaces(ingestor, ct_serie
     replaced = ingestor.ingest(encode(ds))
     assert replaced.ok and not replaced.duplicate
     assert ingestor.index.study(first.study_uid)["change_seq"] == 2
-    assert len(ingestor.index.query("SELECT * FROM instances")) == 1
+    assert len(sql(ingestor.index, "SELECT * FROM instances")) == 1
 
 
 @pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
@@ -60,7 +61,7 @@ def test_empty_uid_is_refused_with_reason(ingestor, ct_series, keyword, caplog):
     assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert keyword in outcome.reason
     assert keyword in caplog.text and "MODALITY" in caplog.text
-    assert not ingestor.index.query("SELECT * FROM instances")
+    assert not sql(ingestor.index, "SELECT * FROM instances")
 
 
 def test_real_series_with_empty_uids_is_refused(ingestor, shared_data):
@@ -68,7 +69,7 @@ def test_real_series_with_empty_uids_is_refused(ingestor, shared_data):
         outcome = ingestor.ingest(path.read_bytes())
         assert outcome.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
         assert "StudyInstanceUID" in outcome.reason
-    assert not ingestor.index.query("SELECT * FROM instances")
+    assert not sql(ingestor.index, "SELECT * FROM instances")
 
 
 def test_image_without_pixel_data_is_refused(ingestor, ct_series):

@@ -17,7 +17,7 @@ from myonode.core.logs import REDACTED, configure_logging, redact
 from myonode.dispatch.scu import describe, send_files
 
 from conftest import make_settings
-from support import wait_until
+from support import sql, wait_until
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_a_canary_study_leaves_no_trace_in_any_log(tmp_path, node_factory, log_o
     paths = canary_study(tmp_path / "canary")
     results = send_files([describe(p) for p in paths], "SCANNER", "MYONODE", "127.0.0.1", node.port)
     assert all(r.ok for r in results)
-    wait_until(lambda: node.index.query("SELECT state FROM jobs WHERE state IN ('done','failed')"))
+    wait_until(lambda: sql(node.index, "SELECT state FROM jobs WHERE state IN ('done','failed')"))
     text = log_output.getvalue()
     assert "prior lookup failed" in text  # the archive's failure was logged...
     assert "study " in text and "series" in text  # ...and the routing of the study

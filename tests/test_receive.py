@@ -9,7 +9,7 @@ from pynetdicom import AE
 
 from myonode.dispatch.scu import describe, send_files
 
-from support import metric, require_tool, wait_until
+from support import metric, require_tool, sql, wait_until
 
 
 def dataset_bytes(path) -> bytes:
@@ -38,7 +38,7 @@ def test_store_and_read_back(node, ct_series):
         [describe(p) for p in ct_series], "SCANNER", "MYONODE", "127.0.0.1", node.port
     )
     assert all(r.ok for r in results)
-    rows = node.index.query("SELECT * FROM instances ORDER BY path")
+    rows = sql(node.index, "SELECT * FROM instances ORDER BY path")
     assert len(rows) == len(ct_series)
     stored = {pydicom.dcmread(r["path"]).SOPInstanceUID: r["path"] for r in rows}
     for path in ct_series:
@@ -55,7 +55,7 @@ def test_compressed_transfer_syntax_stored_byte_identical(node, ct_series, tmp_p
     ds.save_as(path)
     [result] = send_files([describe(path)], "SCANNER", "MYONODE", "127.0.0.1", node.port)
     assert result.ok
-    row = node.index.query("SELECT * FROM instances")[0]
+    row = sql(node.index, "SELECT * FROM instances")[0]
     assert row["transfer_syntax"] == syntax
     assert dataset_bytes(row["path"]) == dataset_bytes(path)
 
@@ -66,8 +66,8 @@ def test_duplicate_store_is_idempotent(node, ct_series):
             r.ok
             for r in send_files([describe(ct_series[0])], "A", "MYONODE", "127.0.0.1", node.port)
         )
-    assert len(node.index.query("SELECT * FROM instances")) == 1
-    assert node.index.query("SELECT change_seq FROM studies")[0][0] == 1
+    assert len(sql(node.index, "SELECT * FROM instances")) == 1
+    assert sql(node.index, "SELECT change_seq FROM studies")[0][0] == 1
     assert metric(node, "myonode_instances_total", outcome="stored", status="0x0000") == 1
     assert metric(node, "myonode_instances_total", outcome="duplicate", status="0x0000") == 1
 
@@ -92,7 +92,7 @@ def test_free_space_reserve_gives_a700(tmp_path, node_factory, ct_series):
     node = node_factory(make_settings(tmp_path, **{"storage.min_free_mb": 2**40}))
     [result] = send_files([describe(ct_series[0])], "A", "MYONODE", "127.0.0.1", node.port)
     assert result.status == 0xA700
-    assert not node.index.query("SELECT * FROM instances")
+    assert not sql(node.index, "SELECT * FROM instances")
     assert metric(node, "myonode_instances_total", outcome="refused", status="0xA700") == 1
 
 
@@ -120,7 +120,7 @@ def test_real_disk_full_gives_a700(tmp_path, node_factory):
         statuses = [r.status for r in results]
         assert 0xA700 in statuses, statuses
         assert set(statuses) <= {0x0000, 0xA700}
-        stored = {r["sop_uid"] for r in node.index.query("SELECT sop_uid FROM instances")}
+        stored = {r["sop_uid"] for r in sql(node.index, "SELECT sop_uid FROM instances")}
         acknowledged = {pydicom.dcmread(r.path).SOPInstanceUID for r in results if r.ok}
         assert stored == acknowledged
         node.stop()
@@ -148,7 +148,7 @@ def test_storescu_sends_the_real_series(node, real_series_with_uids):
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
-    rows = node.index.query("SELECT * FROM instances")
+    rows = sql(node.index, "SELECT * FROM instances")
     assert len(rows) == 20
     assert {r["transfer_syntax"] for r in rows} == {JPEG2000Lossless}
 
@@ -170,7 +170,7 @@ def test_real_series_with_empty_uids_gets_the_documented_decision(node, shared_d
     assert {r.status for r in results} == {0xA900}
     assert "StudyInstanceUID" in results[0].comment
     assert "empty or missing" in caplog.text
-    assert not node.index.query("SELECT * FROM instances")
+    assert not sql(node.index, "SELECT * FROM instances")
 
 
 def test_unparseable_dataset_gets_failure_not_crash(node, ct_series):

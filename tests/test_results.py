@@ -10,7 +10,7 @@ from myonode.dispatch.scu import describe, send_files
 from myonode.store.records import ResultFilter, records_csv
 
 from conftest import make_settings
-from support import Orthanc, http_get, myonode, sr_texts, wait_until
+from support import Orthanc, http_get, myonode, sql, sr_texts, wait_until
 
 PATIENT = Patient(patient_id="MYO-LONG-1", sex="F", age_years=66, height_m=1.62, weight_kg=70.0)
 
@@ -56,7 +56,7 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
 
     [sr_path] = [
         r["path"]
-        for r in node2.index.query("SELECT path FROM outbox")
+        for r in sql(node2.index, "SELECT path FROM outbox")
         if pydicom.dcmread(r["path"]).Modality == "SR"
     ]
     records = node2.index.query_results(ResultFilter(quantity="mass_change"))
@@ -116,7 +116,7 @@ def test_archive_results_priors_and_api(tmp_path, node_factory, orthanc):
     with http_get(f"{base}/results?quantity=mass&format=csv") as response:
         body = response.read().decode()
     assert body == records_csv(node2.index.query_results(ResultFilter(quantity="mass")))
-    study_uid = node2.index.query("SELECT study_uid FROM studies")[0][0]
+    study_uid = sql(node2.index, "SELECT study_uid FROM studies")[0][0]
     with http_get(f"{base}/studies/{study_uid}") as response:
         detail = json.load(response)
     assert detail["decisions"][0]["selected"] == 1

@@ -15,6 +15,7 @@ from myonode.infer.inputs import load_inputs
 from myonode.route import folder_studies, load_profiles, route_rows
 
 from studies import write_mr_series
+from support import sql
 
 PROFILES = load_profiles()
 
@@ -266,12 +267,12 @@ def test_dixon_job_runs_with_water_and_fat_through_the_worker(tmp_path):
     report, index = process_folder(
         tmp_path / "study", tmp_path / "out", load_settings(environ={}), runner
     )
-    assert report.jobs_done == 1, index.query("SELECT error FROM jobs")[0][0]
+    assert report.jobs_done == 1, sql(index, "SELECT error FROM jobs")[0][0]
     [(volume, reasons)] = seen
     assert set(volume.channels) == {"fat"} and np.allclose(volume.channels["fat"], 300.0)
     assert np.allclose(volume.array, station_water(0), atol=0.5)
     assert reasons[0].startswith("mr_dixon_thigh -> mr_muscle: Dixon water+fat in 1 station(s)")
-    [job] = index.query("SELECT inputs FROM jobs")
+    [job] = sql(index, "SELECT inputs FROM jobs")
     assert list(json.loads(job["inputs"])) == ["water", "fat"]
 
 

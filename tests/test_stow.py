@@ -13,7 +13,7 @@ import pytest
 from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
 
 from conftest import make_settings
-from support import Orthanc, free_port, scanner_sends, wait_until
+from support import Orthanc, free_port, scanner_sends, sql, wait_until
 
 LONG_ID = "ID-" + "0123456789" * 6 + "ABCDEFG"  # 70 characters; LO allows 64
 TOKEN = "secret-token-for-the-test"
@@ -88,8 +88,8 @@ def test_stow_destinations_deliver_refuse_and_retry(tmp_path, node_factory, orth
     scanner_sends(ct, settings.dicom.ae_title, node.receiver.port)
 
     def outbox(destination: str) -> list:
-        return node.index.query(
-            "SELECT * FROM outbox WHERE destination = ? ORDER BY id", (destination,)
+        return sql(
+            node.index, "SELECT * FROM outbox WHERE destination = ? ORDER BY id", (destination,)
         )
 
     wait_until(
@@ -146,7 +146,7 @@ def test_stow_destination_with_source_check_withholds_results_of_a_missing_sourc
     scanner_sends(ct, settings.dicom.ae_title, node.receiver.port)
 
     def withheld() -> list:
-        rows = node.index.query("SELECT * FROM outbox WHERE destination = 'PACS'")
+        rows = sql(node.index, "SELECT * FROM outbox WHERE destination = 'PACS'")
         return len(rows) == 3 and all(r["state"] == "withheld" for r in rows) and rows
 
     for row in wait_until(withheld, timeout=180):

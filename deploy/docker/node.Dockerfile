@@ -21,7 +21,7 @@ COPY dicom_profiles /opt/myonode/dicom_profiles
 RUN python3.11 -m venv /opt/myonode/.venv \
  && /opt/myonode/.venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
       "$(grep -o '"torch==[^"]*"' /opt/myonode/pyproject.toml | tr -d '"')" \
- && /opt/myonode/.venv/bin/pip install --no-cache-dir /opt/myonode
+ && /opt/myonode/.venv/bin/pip install --no-cache-dir "/opt/myonode[scale]"
 COPY --from=ohif /ohif /opt/myonode/ohif
 ENV MYONODE_CONFIG=/etc/myonode/myonode.yaml
 USER myonode

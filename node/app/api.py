@@ -8,6 +8,7 @@ parameters are clamped to 1..`http.max_rows`; /docs and /openapi.json only with 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,19 +22,20 @@ from myonode.app.auth import Guard, accepted_digests
 from myonode.app.metrics import Metrics
 from myonode.core.config import Settings
 from myonode.store.files import results_dir_for
-from myonode.store.index import FINAL_STATUSES, Index
+from myonode.store.index import FINAL_STATUSES
 from myonode.store.records import ResultFilter, as_dicts, records_csv
+from myonode.store.repository import Record, Store
 from myonode.worker.runner import OVERLAY_PNG
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 
 
-def _rows(rows) -> list[dict]:
-    return [dict(row) for row in rows]
+def _rows(records: Sequence[Record]) -> list[dict]:
+    return [dict(record) for record in records]
 
 
 def create_app(
-    index: Index,
+    index: Store,
     settings: Settings,
     metrics: Metrics,
     wanted: dict[str, list[str] | None] | None = None,
@@ -93,19 +95,14 @@ def create_app(
     @app.get("/api/studies")
     def studies(limit: int = 50) -> list[dict]:
         """Recent studies with their status and routing decisions."""
-        rows = index.query(
-            """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid)
-                   AS instances
-               FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
-            (clamp(limit),),
-        )
         return [
             {
-                **dict(row),
-                "status": index.study_status(row["study_uid"]),
-                "decisions": _rows(index.decisions(row["study_uid"])),
+                **dict(listing.study),
+                "instances": listing.instances,
+                "status": index.study_status(listing.study.study_uid),
+                "decisions": _rows(index.decisions(listing.study.study_uid)),
             }
-            for row in rows
+            for listing in index.recent_studies(clamp(limit))
         ]
 
     @app.get("/api/studies/{study_uid}")
@@ -119,8 +116,8 @@ def create_app(
             "status": status,
             "final": status in FINAL_STATUSES,  # nothing more will happen without new images
             "decisions": _rows(index.decisions(study_uid)),
-            "jobs": _rows(index.query("SELECT * FROM jobs WHERE study_uid = ?", (study_uid,))),
-            "outbox": _rows(index.query("SELECT * FROM outbox WHERE study_uid = ?", (study_uid,))),
+            "jobs": _rows(index.jobs(study_uid=study_uid)[::-1]),
+            "outbox": _rows(index.outbox(study_uid=study_uid)[::-1]),
             "results": as_dicts(index.query_results(ResultFilter(study_uid=study_uid))),
         }
 
@@ -131,20 +128,20 @@ def create_app(
 
     @app.get("/api/jobs")
     def jobs(limit: int = 100) -> list[dict]:
-        return _rows(index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (clamp(limit),)))
+        return _rows(index.jobs(clamp(limit)))
 
     @app.get("/api/jobs/{job_id}/overlay.png", response_class=FileResponse)
     def overlay(job_id: int) -> FileResponse:
         """The key slice with the job's segmentation drawn over it."""
-        rows = index.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        path = results_dir_for(settings.results_dir, rows[0]) / OVERLAY_PNG if rows else None
+        job = index.job(job_id)
+        path = results_dir_for(settings.results_dir, job) / OVERLAY_PNG if job else None
         if path is None or not path.is_file():
             raise HTTPException(404, f"no overlay image for job {job_id}")
         return FileResponse(path, media_type="image/png")
 
     @app.get("/api/outbox")
     def outbox(limit: int = 100) -> list[dict]:
-        return _rows(index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (clamp(limit),)))
+        return _rows(index.outbox(clamp(limit)))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

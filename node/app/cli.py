@@ -33,12 +33,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from myonode.app.service import Node
+    from myonode.app.service import ROLES, Node
 
-    node = Node(_settings(args))
+    settings = _settings(args)
+    roles = set(ROLES if not args.role or "all" in args.role else args.role)
+    if "worker" in roles and settings.queue.kind == "celery":
+        if roles != {"worker"}:
+            err.print("with queue.kind: celery, run workers as `myonode serve --role worker`")
+            return 2
+        from myonode.worker.celery import run_worker
+
+        run_worker(settings, settings.workers.count)
+        return 0
+    node = Node(settings, roles)
     signal.signal(signal.SIGTERM, lambda *_: node._stop.set())
     node.start()
-    console.print(f"myonode {__version__} listening on port {node.port}; Ctrl-C stops it")
+    where = f"listening on port {node.port}" if node.receiver is not None else "running"
+    console.print(f"myonode {__version__} {where} as {', '.join(sorted(roles))}; Ctrl-C stops it")
     try:
         node.wait()
     except KeyboardInterrupt:
@@ -122,19 +133,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
         return 1
     index = Index(settings.index_path)
-    studies = index.query(
-        """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n
-           FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
-        (args.limit,),
-    )
-    jobs = index.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (args.limit,))
-    outbox = index.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (args.limit,))
+    studies = [
+        {**dict(listing.study), "n": listing.instances}
+        for listing in index.recent_studies(args.limit)
+    ]
+    jobs = index.jobs(args.limit)
+    outbox = index.outbox(args.limit)
     if args.json:
         print(
             json.dumps(
                 {
                     "counts": index.counts(),
-                    "studies": [dict(r) for r in studies],
+                    "studies": studies,
                     "decisions": {
                         r["study_uid"]: [_decision_json(d) for d in index.decisions(r["study_uid"])]
                         for r in studies
@@ -324,11 +334,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     report, index = process_folder(args.path, args.out, load_settings(args.config))
     for reason, count in report.refused.items():
         err.print(f"refused {count} file(s): {reason}")
-    for study in index.query("SELECT study_uid FROM studies"):
-        for d in index.decisions(study["study_uid"]):
+    for study_uid in index.study_uids():
+        for d in index.decisions(study_uid):
             verdict = f"-> {d['pipeline']}" if d["selected"] else "not routed"
             console.print(f"series {d['series_uid']}: {verdict}: {d['reason']}")
-    for job in index.query("SELECT * FROM jobs WHERE state = 'failed'"):
+    for job in index.jobs(state="failed")[::-1]:
         err.print(f"[red]job {job['id']} failed[/]: {job['error']}")
     for table in _summary_tables(index):
         console.print(table)
@@ -646,7 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML config (default: $MYONODE_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the DICOM node").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="run the DICOM node")
+    serve.add_argument(
+        "--role",
+        action="append",
+        choices=("receiver", "router", "worker", "dispatcher", "web", "all"),
+        help="what this process runs (repeat for several; default all). With queue.kind celery "
+        "a worker is a Celery worker process of its own: `--role worker` alone",
+    )
+    serve.set_defaults(func=cmd_serve)
     sub.add_parser(
         "viewer", help="serve OHIF with the archive's DICOMweb on the same origin"
     ).set_defaults(func=cmd_viewer)

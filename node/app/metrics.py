@@ -16,14 +16,14 @@ from prometheus_client.registry import Collector
 
 from myonode.core.quality import VERDICTS
 from myonode.receive.ingest import Outcome
-from myonode.store.index import Index
+from myonode.store.repository import Store
 
 JOB_STATES = ("queued", "running", "done", "failed")
 OUTBOX_STATES = ("pending", "sent", "withheld", "failed")
 
 
 class _IndexCollector(Collector):
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Store) -> None:
         self.index = index
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -38,9 +38,7 @@ class _IndexCollector(Collector):
         for state in OUTBOX_STATES:
             outbox.add_metric([state], counts["outbox"].get(state, 0))
         yield outbox
-        failing = self.index.query(
-            "SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL"
-        )[0]["n"]
+        failing = self.index.failing_deliveries()
         yield GaugeMetricFamily(
             "myonode_outbox_failing",
             "Pending deliveries whose last attempt failed (the destination is down or refuses).",
@@ -61,7 +59,7 @@ class _IndexCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Store) -> None:
         self.registry = CollectorRegistry()
         self.instances = Counter(
             "myonode_instances",

@@ -13,13 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from myonode.app.service import run_next_job
 from myonode.assemble.study import assemble_stable_studies
 from myonode.core.config import Settings, load_settings
 from myonode.pipelines import pipeline_versions
+from myonode.queue.local import LocalQueue
 from myonode.receive.ingest import Ingestor
 from myonode.route.profiles import configured_pipelines, load_profiles, profile_dirs
 from myonode.store.index import Index
+from myonode.worker.loop import run_next_job
 from myonode.worker.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def process_folder(
     assemble_stable_studies(
         index, pipeline_versions(runner.pipelines), quiet_seconds=0, profiles=profiles
     )
-    while run_next_job(settings, index, runner):
+    queue = LocalQueue(index)
+    while run_next_job(settings, index, queue, runner):
         pass
     counts = index.counts()["jobs"]
     report.jobs_done, report.jobs_failed = counts.get("done", 0), counts.get("failed", 0)

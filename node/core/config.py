@@ -209,6 +209,24 @@ class WorkerSettings(_Section):
     count: int = Field(default=1, ge=1, description="Jobs run in parallel (models stay resident).")
 
 
+class QueueSettings(_Section):
+    """How routed jobs reach workers: `local` (embedded worker threads polling the store, the
+    default) or `celery` (Celery workers over Redis, one process per GPU, `deploy/README.md`)."""
+
+    kind: Literal["local", "celery"] = "local"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A job whose worker vanished without a trace is handed out again after "
+        "this long; keep it above the longest job (a worker killed mid-job is noticed at once "
+        "by its parent process and the job redelivered without waiting).",
+    )
+    resubmit_seconds: float = Field(
+        default=5.0, gt=0, description="How often the router offers jobs the broker missed."
+    )
+
+
 class RetrySettings(_Section):
     initial_seconds: float = Field(default=5.0, gt=0)
     max_seconds: float = Field(default=600.0, gt=0)
@@ -315,6 +333,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     assemble: AssembleSettings = Field(default_factory=AssembleSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     peers: dict[str, Peer] = Field(
         default_factory=dict, description="AE title -> address of known peers."
     )

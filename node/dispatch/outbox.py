@@ -26,7 +26,7 @@ from myonode.core.tls import client_context
 from myonode.dispatch.archive import Archive, ArchiveError
 from myonode.dispatch.scu import SendError, SendResult, describe, send_files
 from myonode.dispatch.stow import store_files
-from myonode.store.index import Index
+from myonode.store.repository import OutboxRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def destinations_for(settings: Settings, calling_aet: str | None) -> list[str]:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, index: Index) -> None:
+    def __init__(self, settings: Settings, index: Store) -> None:
         self.settings = settings
         self.index = index
 
@@ -61,22 +61,22 @@ class Dispatcher:
             raise SendError(f"no address for AE {aet!r}: add it under 'peers' in the configuration")
         return aet, peer
 
-    def _source_present(self, rows: list) -> list:
+    def _source_present(self, rows: list[OutboxRecord]) -> list[OutboxRecord]:
         """The rows whose source series is still in the archive; the others are withheld."""
         archive = Archive(self.settings.archive.dicomweb_url)
-        sources = {(row["study_uid"], row["source_series_uid"]) for row in rows}
+        sources = {(row.study_uid, row.source_series_uid) for row in rows}
         present = {source: archive.has_series(*source) for source in sources}
         kept = []
         for row in rows:
-            if present[(row["study_uid"], row["source_series_uid"])]:
+            if present[(row.study_uid, row.source_series_uid)]:
                 kept.append(row)
                 continue
             reason = (
-                f"source series {row['source_series_uid']} is no longer in the archive (deleted "
+                f"source series {row.source_series_uid} is no longer in the archive (deleted "
                 "while the node processed it); results kept on the node, not delivered"
             )
-            self.index.mark_withheld(row["id"], reason)
-            log.warning("withheld %s for %s: %s", row["sop_uid"], row["destination"], reason)
+            self.index.mark_withheld(row.id, reason)
+            log.warning("withheld %s for %s: %s", row.sop_uid, row.destination, reason)
         return kept
 
     def _backoff(self, attempts: int) -> float:
@@ -85,15 +85,15 @@ class Dispatcher:
 
     def send_due(self) -> int:
         """One pass over the due outbox rows; returns how many were delivered."""
-        by_destination: dict[str, list] = defaultdict(list)
+        by_destination: dict[str, list[OutboxRecord]] = defaultdict(list)
         for row in self.index.due_outbox():
-            by_destination[row["destination"]].append(row)
+            by_destination[row.destination].append(row)
         delivered = 0
         for destination, rows in by_destination.items():
             delivered += self._send_to(destination, rows)
         return delivered
 
-    def _send_to(self, destination: str, rows: list) -> int:
+    def _send_to(self, destination: str, rows: list[OutboxRecord]) -> int:
         try:
             aet, peer = self._peer(destination)
             if peer.check_source:
@@ -108,7 +108,7 @@ class Dispatcher:
         items = []
         for row in rows:
             try:
-                item = describe(Path(row["path"]))
+                item = describe(Path(row.path))
             except OSError as exc:
                 self._failed(row, f"output file unreadable: {exc}")
                 continue
@@ -122,11 +122,11 @@ class Dispatcher:
         def record(result: SendResult) -> None:
             nonlocal delivered
             row = by_path[result.path]
-            answered.add(row["id"])
+            answered.add(row.id)
             if result.ok:
-                self.index.mark_sent(row["id"])
+                self.index.mark_sent(row.id)
                 delivered += 1
-                log.info("delivered %s to %s", row["sop_uid"], destination)
+                log.info("delivered %s to %s", row.sop_uid, destination)
             else:
                 status = "no response" if result.status is None else f"0x{result.status:04X}"
                 self._failed(row, f"{status} {result.comment}".strip())
@@ -144,41 +144,41 @@ class Dispatcher:
             )
         except (SendError, OSError) as exc:
             for row in by_path.values():
-                if row["id"] not in answered:
+                if row.id not in answered:
                     self._failed(row, str(exc))
         return delivered
 
-    def _store(self, destination: str, peer: Peer, rows: list) -> int:
+    def _store(self, destination: str, peer: Peer, rows: list[OutboxRecord]) -> int:
         """STOW-RS the rows' files; 4xx answers are final, everything else is retried."""
         results = store_files(
-            [Path(row["path"]) for row in rows], peer, self.settings.dicom.network_timeout_s
+            [Path(row.path) for row in rows], peer, self.settings.dicom.network_timeout_s
         )
         delivered = 0
         for row, result in zip(rows, results, strict=True):
             if result.ok:
-                self.index.mark_sent(row["id"])
+                self.index.mark_sent(row.id)
                 delivered += 1
-                log.info("delivered %s to %s (STOW-RS)", row["sop_uid"], destination)
+                log.info("delivered %s to %s (STOW-RS)", row.sop_uid, destination)
             elif result.final:
-                self.index.mark_failed(row["id"], result.answer)
-                log.error("%s refused %s for good: %s", destination, row["sop_uid"], result.answer)
+                self.index.mark_failed(row.id, result.answer)
+                log.error("%s refused %s for good: %s", destination, row.sop_uid, result.answer)
             else:
                 self._failed(row, result.answer)
         return delivered
 
-    def _failed(self, row, error: str) -> None:
+    def _failed(self, row: OutboxRecord, error: str) -> None:
         deadline_s = self.settings.dispatch.give_up_after_hours * 3600
-        if time.time() - row["created_at"] >= deadline_s:
+        if time.time() - row.created_at >= deadline_s:
             error = f"gave up after {self.settings.dispatch.give_up_after_hours:g} h: {error}"
-            self.index.mark_failed(row["id"], error)
-            log.error("delivery of %s to %s failed: %s", row["sop_uid"], row["destination"], error)
+            self.index.mark_failed(row.id, error)
+            log.error("delivery of %s to %s failed: %s", row.sop_uid, row.destination, error)
             return
-        delay = self._backoff(row["attempts"])
-        self.index.mark_attempt_failed(row["id"], error, time.time() + delay)
+        delay = self._backoff(row.attempts)
+        self.index.mark_attempt_failed(row.id, error, time.time() + delay)
         log.warning(
             "delivery of %s to %s failed (%s); retry in %.0f s",
-            row["sop_uid"],
-            row["destination"],
+            row.sop_uid,
+            row.destination,
             error,
             delay,
         )

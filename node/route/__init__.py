@@ -20,7 +20,7 @@ from myonode.pipelines import VersionOf
 from myonode.route.profiles import Profile, ProfileError, load_profiles
 from myonode.route.select import AlreadyDone, Sampler, StudyRouting, default_sampler, route_study
 from myonode.route.series import describe_study
-from myonode.store.index import Index
+from myonode.store.repository import Store
 
 __all__ = [
     "Profile",
@@ -48,7 +48,7 @@ def route_rows(
 
 
 def route_indexed_study(
-    index: Index,
+    index: Store,
     study_uid: str,
     profiles: Sequence[Profile],
     version_of: VersionOf,
@@ -57,11 +57,7 @@ def route_indexed_study(
 ) -> StudyRouting:
     """Route a study from the index. Instances of its series that were filed under another
     study are included, so a Series Instance UID reused across studies is seen and refused."""
-    rows = index.query(
-        """SELECT * FROM instances WHERE series_uid IN
-               (SELECT DISTINCT series_uid FROM instances WHERE study_uid = ?)""",
-        (study_uid,),
-    )
+    rows = index.routing_instances(study_uid)
     return route_rows(study_uid, rows, profiles, version_of, already_done, sampler)
 
 

@@ -1,3 +1,5 @@
-"""Where the node keeps what it received and decided: the index (all SQL lives here), the typed
-records it hands out, and durable files on disk. May import `core` and `dicom`.
+"""Where the node keeps what it received and decided. `repository` is the interface every stage
+uses (the `Store` protocol and its typed records); `index` is its SQLite implementation (all SQL
+lives in this package); `records` holds result rows and their filter; `files` writes durable
+files on disk. May import `core` and `dicom`.
 """

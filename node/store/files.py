@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from myonode.store.repository import JobRecord
+
 _UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -38,13 +40,11 @@ def safe_component(uid: str) -> str:
     return "x" + hashlib.sha1(uid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def results_dir_for(results_root: Path, job) -> Path:
-    """Where a job (a row with study_uid, series_uid, pipeline) writes its outputs."""
+def results_dir_for(results_root: Path, job: JobRecord) -> Path:
+    """Where a job writes its outputs: a path that depends only on its inputs and pipeline,
+    so a re-run (or a redelivered job) replaces its earlier outputs."""
     return (
-        results_root
-        / safe_component(job["study_uid"])
-        / safe_component(job["series_uid"])
-        / job["pipeline"]
+        results_root / safe_component(job.study_uid) / safe_component(job.series_uid) / job.pipeline
     )
 
 

@@ -13,11 +13,27 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from myonode.store.records import ResultFilter, ResultRecord
+from myonode.store.records import RECORD_COLUMNS, ResultFilter, ResultRecord, ResultRow
+from myonode.store.repository import (
+    Decision,
+    DecisionRecord,
+    InstanceRecord,
+    JobRecord,
+    JobRequest,
+    OutboxRecord,
+    PriorMass,
+    ReviewListing,
+    StableStudy,
+    StoredInstance,
+    StudyListing,
+    StudyRecord,
+)
+
+__all__ = ["FINAL_STATUSES", "Decision", "Index", "InstanceRecord", "JobRequest"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -102,54 +118,18 @@ CREATE TABLE IF NOT EXISTS outbox (
 FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 
-@dataclass(frozen=True)
-class InstanceRecord:
-    """What the index keeps about one stored instance."""
-
-    sop_uid: str
-    sop_class_uid: str
-    series_uid: str
-    study_uid: str
-    transfer_syntax: str
-    path: Path
-    size: int
-    sha256: str
-    calling_aet: str | None
-    tags: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One routing decision: a series selected for, or excluded from, a pipeline."""
-
-    series_uid: str | None
-    pipeline: str | None
-    selected: bool
-    reason: str
-    details: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A job to queue. `series_uid` is the primary input (output UIDs derive from it);
-    `inputs` maps role → series UIDs for jobs that read more than one series (Dixon water and
-    fat per station, in station order) or one image of a series (``instances``)."""
-
-    series_uid: str
-    pipeline: str
-    pipeline_version: str
-    input_digest: str
-    reasons: list[str]
-    inputs: dict[str, list[str]] | None = None
-
-
 # Columns added after a table was first created: (table, column, type). Applied on open so an
 # index written by an older version keeps working.
-MIGRATIONS = (("jobs", "inputs", "TEXT"), ("results", "qc", "TEXT"))
+MIGRATIONS = (
+    ("jobs", "inputs", "TEXT"),
+    ("results", "qc", "TEXT"),
+    ("jobs", "submitted_at", "REAL"),
+)
 
 
 class Index:
-    """Thread-safe access to the SQLite index."""
+    """The SQLite implementation of `store.repository.Store`: thread-safe, one connection per
+    thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -210,7 +190,7 @@ class Index:
             raise
         conn.execute("COMMIT")
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, params).fetchall()
 
     def close(self) -> None:
@@ -224,7 +204,7 @@ class Index:
     # -- receive ---------------------------------------------------------------------------
 
     def instance_sha256(self, sop_uid: str) -> str | None:
-        rows = self.query("SELECT sha256 FROM instances WHERE sop_uid = ?", (sop_uid,))
+        rows = self._rows("SELECT sha256 FROM instances WHERE sop_uid = ?", (sop_uid,))
         return rows[0]["sha256"] if rows else None
 
     def record_instance(
@@ -308,22 +288,37 @@ class Index:
             (record.series_uid, record.series_uid),
         )
 
-    def series_instances(self, series_uid: str) -> list[sqlite3.Row]:
-        return self.query(
+    def series_instances(self, series_uid: str) -> list[StoredInstance]:
+        rows = self._rows(
             "SELECT * FROM instances WHERE series_uid = ? ORDER BY sop_uid", (series_uid,)
         )
+        return [StoredInstance.from_row(row) for row in rows]
 
-    def study(self, study_uid: str) -> sqlite3.Row | None:
-        rows = self.query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
-        return rows[0] if rows else None
+    def study(self, study_uid: str) -> StudyRecord | None:
+        rows = self._rows("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        return StudyRecord.from_row(rows[0]) if rows else None
 
-    def settled_studies(self) -> list[sqlite3.Row]:
+    def study_uids(self) -> list[str]:
+        return [row["study_uid"] for row in self._rows("SELECT study_uid FROM studies")]
+
+    def recent_studies(self, limit: int) -> list[StudyListing]:
+        """The latest received studies first, each with its instance count."""
+        rows = self._rows(
+            """SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid)
+                   AS instance_count
+               FROM studies s ORDER BY last_received_at DESC LIMIT ?""",
+            (limit,),
+        )
+        return [StudyListing(StudyRecord.from_row(row), row["instance_count"]) for row in rows]
+
+    def settled_studies(self) -> list[StudyRecord]:
         """Studies routed since their last instance (nothing left to route), oldest first:
         the candidates of retention, which still checks each one's status."""
-        return self.query(
+        rows = self._rows(
             """SELECT * FROM studies WHERE processed_seq = change_seq
                ORDER BY last_received_at, study_uid"""
         )
+        return [StudyRecord.from_row(row) for row in rows]
 
     def forget_instances(self, study_uid: str) -> int:
         """Drop a study's instance rows (retention deleted their files); studies, decisions,
@@ -332,23 +327,35 @@ class Index:
             conn.execute("UPDATE series SET instance_count = 0 WHERE study_uid = ?", (study_uid,))
             return conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
 
-    def study_instances(self, study_uid: str) -> list[sqlite3.Row]:
-        return self.query(
+    def study_instances(self, study_uid: str) -> list[StoredInstance]:
+        rows = self._rows(
             "SELECT * FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
             (study_uid,),
         )
+        return [StoredInstance.from_row(row) for row in rows]
+
+    def routing_instances(self, study_uid: str) -> list[StoredInstance]:
+        """A study's instances plus those of its series filed under another study, so that a
+        Series Instance UID reused across studies is seen (and refused) by routing."""
+        rows = self._rows(
+            """SELECT * FROM instances WHERE series_uid IN
+                   (SELECT DISTINCT series_uid FROM instances WHERE study_uid = ?)""",
+            (study_uid,),
+        )
+        return [StoredInstance.from_row(row) for row in rows]
 
     # -- assemble and route ----------------------------------------------------------------
 
-    def stable_studies(self, quiet_seconds: float, now: float | None = None) -> list[sqlite3.Row]:
+    def stable_studies(self, quiet_seconds: float, now: float | None = None) -> list[StableStudy]:
         """Studies with unprocessed changes and no new instance for `quiet_seconds`."""
         now = time.time() if now is None else now
-        return self.query(
+        rows = self._rows(
             """SELECT study_uid, change_seq FROM studies
                WHERE change_seq > processed_seq AND last_received_at <= ?
                ORDER BY last_received_at""",
             (now - quiet_seconds,),
         )
+        return [StableStudy.from_row(row) for row in rows]
 
     def restart_quiet_timers(self) -> int:
         """Start every unprocessed study's quiet period afresh.
@@ -363,7 +370,7 @@ class Index:
             ).rowcount
 
     def job_done_for(self, series_uid: str, pipeline: str, version: str, digest: str) -> bool:
-        rows = self.query(
+        rows = self._rows(
             """SELECT 1 FROM jobs WHERE series_uid = ? AND pipeline = ? AND pipeline_version = ?
                AND input_digest = ? AND state IN ('queued', 'running', 'done')""",
             (series_uid, pipeline, version, digest),
@@ -467,8 +474,9 @@ class Index:
             )
         return wanted
 
-    def decisions(self, study_uid: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM decisions WHERE study_uid = ? ORDER BY id", (study_uid,))
+    def decisions(self, study_uid: str) -> list[DecisionRecord]:
+        rows = self._rows("SELECT * FROM decisions WHERE study_uid = ? ORDER BY id", (study_uid,))
+        return [DecisionRecord.from_row(row) for row in rows]
 
     def study_status(self, study_uid: str) -> str | None:
         """Where a study stands, in a few words: what the archive's label and the dashboard show.
@@ -481,7 +489,7 @@ class Index:
             return None
         if study["change_seq"] > study["processed_seq"]:
             return "receiving"
-        jobs = self.query(
+        jobs = self._rows(
             """SELECT id, state FROM jobs j WHERE study_uid = ? AND id = (SELECT MAX(id)
                    FROM jobs WHERE series_uid = j.series_uid AND pipeline = j.pipeline)""",
             (study_uid,),
@@ -494,7 +502,7 @@ class Index:
         if "failed" in states:
             return "failed"
         marks = ",".join("?" * len(jobs))
-        outbox = self.query(
+        outbox = self._rows(
             f"SELECT state, last_error FROM outbox WHERE job_id IN ({marks})",
             [job["id"] for job in jobs],
         )
@@ -516,22 +524,69 @@ class Index:
                 "UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'"
             ).rowcount
 
-    def claim_job(self) -> sqlite3.Row | None:
+    def claim_job(self, job_id: int | None = None) -> JobRecord | None:
+        """Mark a job running and return it: the oldest queued one, or `job_id` while it is
+        queued or running (a job redelivered after its worker died runs again)."""
         with self.transaction() as conn:
-            row = conn.execute(
-                """UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
-                   WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
-                   RETURNING *""",
-                (time.time(),),
-            ).fetchone()
-        return row
+            if job_id is None:
+                row = conn.execute(
+                    """UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
+                       WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                       RETURNING *""",
+                    (time.time(),),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    """UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
+                       WHERE id = ? AND state IN ('queued', 'running') RETURNING *""",
+                    (time.time(), job_id),
+                ).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def mark_submitted(self, job_ids: Sequence[int]) -> None:
+        """The queue's broker holds these jobs' messages (so they are not offered again)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET submitted_at = ? WHERE id = ?",
+                [(time.time(), job_id) for job_id in job_ids],
+            )
+
+    def unsubmitted_jobs(self) -> list[int]:
+        """Queued jobs no broker has accepted yet (it was down, or the router stopped)."""
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE state = 'queued' AND submitted_at IS NULL ORDER BY id"
+        )
+        return [row["id"] for row in rows]
+
+    def jobs(
+        self, limit: int | None = None, study_uid: str | None = None, state: str | None = None
+    ) -> list[JobRecord]:
+        """Jobs, newest first, optionally of one study or in one state."""
+        clauses, params = self._where((("study_uid", study_uid), ("state", state)))
+        rows = self._rows(
+            f"SELECT * FROM jobs {clauses} ORDER BY id DESC LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [JobRecord.from_row(row) for row in rows]
+
+    def job(self, job_id: int) -> JobRecord | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return JobRecord.from_row(rows[0]) if rows else None
+
+    @staticmethod
+    def _where(pairs: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+        """A WHERE clause matching every (column, value) pair whose value is not None."""
+        wanted = [(column, value) for column, value in pairs if value is not None]
+        if not wanted:
+            return "", []
+        return "WHERE " + " AND ".join(f"{c} = ?" for c, _ in wanted), [v for _, v in wanted]
 
     def complete_job(
         self,
         job_id: int,
         outputs: Sequence[tuple[str, str, Path]],
         destinations: Sequence[str],
-        results: Sequence[Any],
+        results: Sequence[ResultRow],
     ) -> None:
         """Mark a job done, queue its outputs for every destination and store its results.
 
@@ -568,27 +623,25 @@ class Index:
                 "DELETE FROM results WHERE series_uid = ? AND pipeline = ?",
                 (job["series_uid"], job["pipeline"]),
             )
-            conn.executemany(
-                """INSERT INTO results (job_id, study_uid, series_uid, pipeline, structure,
-                       quantity, value, unit, text, qc, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    (
-                        job_id,
-                        job["study_uid"],
-                        job["series_uid"],
-                        job["pipeline"],
-                        row.structure,
-                        row.quantity,
-                        row.value,
-                        row.unit,
-                        row.text,
-                        getattr(row, "qc", None),
-                        now,
-                    )
-                    for row in results
-                ],
-            )
+            if results:
+                # every field of the result rows is a column of `results` (carried generically)
+                names = [f.name for f in fields(results[0])]
+                conn.executemany(
+                    f"""INSERT INTO results (job_id, study_uid, series_uid, pipeline, created_at,
+                           {", ".join(names)})
+                       VALUES (?, ?, ?, ?, ?, {", ".join("?" * len(names))})""",
+                    [
+                        (
+                            job_id,
+                            job["study_uid"],
+                            job["series_uid"],
+                            job["pipeline"],
+                            now,
+                            *(getattr(row, name) for name in names),
+                        )
+                        for row in results
+                    ],
+                )
             conn.execute(
                 "UPDATE jobs SET state = 'done', finished_at = ?, error = NULL WHERE id = ?",
                 (now, job_id),
@@ -601,9 +654,9 @@ class Index:
                 (time.time(), error, job_id),
             )
 
-    def prior_masses(self, study_uid: str) -> list[sqlite3.Row]:
+    def prior_masses(self, study_uid: str) -> list[PriorMass]:
         """Structure masses from earlier studies of the same patient, for change since prior."""
-        return self.query(
+        rows = self._rows(
             """SELECT r.study_uid, s.study_date, r.structure, r.value
                FROM results r JOIN studies s ON s.study_uid = r.study_uid
                JOIN studies current ON current.study_uid = ?
@@ -613,19 +666,36 @@ class Index:
                  AND s.study_date < current.study_date""",
             (study_uid,),
         )
+        return [PriorMass.from_row(row) for row in rows]
 
     # -- outbox ----------------------------------------------------------------------------
 
-    def due_outbox(self, now: float | None = None) -> list[sqlite3.Row]:
+    def due_outbox(self, now: float | None = None) -> list[OutboxRecord]:
         """Pending deliveries that are due, with the series their job measured."""
         now = time.time() if now is None else now
-        return self.query(
+        rows = self._rows(
             """SELECT o.*, j.series_uid AS source_series_uid
                FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
                WHERE o.state = 'pending' AND o.next_attempt_at <= ?
                ORDER BY o.destination, o.id""",
             (now,),
         )
+        return [OutboxRecord.from_row(row) for row in rows]
+
+    def outbox(self, limit: int | None = None, study_uid: str | None = None) -> list[OutboxRecord]:
+        """Deliveries, newest first, optionally of one study."""
+        clauses, params = self._where((("study_uid", study_uid),))
+        rows = self._rows(
+            f"SELECT * FROM outbox {clauses} ORDER BY id DESC LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [OutboxRecord.from_row(row) for row in rows]
+
+    def failing_deliveries(self) -> int:
+        """Pending deliveries whose last attempt failed (the destination is down or refuses)."""
+        return self._rows(
+            "SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL"
+        )[0]["n"]
 
     def mark_sent(self, outbox_id: int) -> None:
         with self.transaction() as conn:
@@ -680,28 +750,14 @@ class Index:
             clauses.append("s.study_date <= ?")
             params.append(wanted.until.strftime("%Y%m%d"))
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.query(
+        rows = self._rows(
             f"""SELECT r.*, COALESCE(s.patient_id, '') AS patient_id,
                        COALESCE(s.study_date, '') AS study_date
                 FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
                 {where} ORDER BY s.study_date, r.study_uid, r.id""",
             params,
         )
-        return [
-            ResultRecord(
-                row["study_uid"],
-                row["patient_id"],
-                row["study_date"],
-                row["pipeline"],
-                row["structure"],
-                row["quantity"],
-                row["value"],
-                row["unit"],
-                row["text"],
-                row["qc"],
-            )
-            for row in rows
-        ]
+        return [ResultRecord(**{name: row[name] for name in RECORD_COLUMNS}) for row in rows]
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -709,20 +765,20 @@ class Index:
         """Row counts by state, for `myonode status` and metrics."""
         summary: dict[str, dict[str, int]] = {}
         for table in ("jobs", "outbox"):
-            rows = self.query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
+            rows = self._rows(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
             summary[table] = {row["state"]: row["n"] for row in rows}
-        summary["studies"] = {"total": self.query("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
-        summary["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
+        summary["studies"] = {"total": self._rows("SELECT COUNT(*) AS n FROM studies")[0]["n"]}
+        summary["instances"] = {"total": self._rows("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
         return summary
 
     def qc_counts(self) -> dict[str, int]:
         """Structures by QC verdict over the latest results of every job (for /metrics)."""
-        rows = self.query("SELECT qc, COUNT(*) AS n FROM results WHERE quantity = 'qc' GROUP BY qc")
+        rows = self._rows("SELECT qc, COUNT(*) AS n FROM results WHERE quantity = 'qc' GROUP BY qc")
         return {row["qc"]: row["n"] for row in rows if row["qc"]}
 
-    def studies_needing_review(self) -> list[sqlite3.Row]:
+    def studies_needing_review(self) -> list[ReviewListing]:
         """Studies with a structure whose QC verdict is review or fail, with their counts."""
-        return self.query(
+        rows = self._rows(
             """SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
                       COALESCE(s.study_date, '') AS study_date,
                       SUM(r.qc = 'review') AS review, SUM(r.qc = 'fail') AS fail,
@@ -731,3 +787,4 @@ class Index:
                WHERE r.quantity = 'qc' AND r.qc IN ('review', 'fail')
                GROUP BY r.study_uid ORDER BY MAX(r.created_at) DESC"""
         )
+        return [ReviewListing.from_row(row) for row in rows]

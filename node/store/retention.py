@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from myonode.store.files import safe_component
-from myonode.store.index import Index
+from myonode.store.repository import Store
 
 PRUNABLE_STATUSES = ("done", "not routed")
 
@@ -39,12 +39,9 @@ def _within(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def study_files(index: Index, study_uid: str, instances_dir: Path, results_dir: Path) -> list[Path]:
+def study_files(index: Store, study_uid: str, instances_dir: Path, results_dir: Path) -> list[Path]:
     """The study's files that retention may delete: its stored instances and its outputs."""
-    files = [
-        Path(row["path"])
-        for row in index.query("SELECT path FROM instances WHERE study_uid = ?", (study_uid,))
-    ]
+    files = [Path(row.path) for row in index.study_instances(study_uid)]
     files = [p for p in files if p.is_file() and _within(p, instances_dir)]
     outputs = results_dir / safe_component(study_uid)
     if outputs.is_dir():
@@ -64,7 +61,7 @@ def _remove_empty_parents(path: Path, root: Path) -> None:
 
 
 def prune(
-    index: Index,
+    index: Store,
     instances_dir: Path,
     results_dir: Path,
     keep_days: float | None,

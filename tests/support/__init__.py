@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,17 @@ from pathlib import Path
 import pytest
 
 from myonode.core.processes import stop_process
+
+
+def sql(index, statement: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+    """Rows of a read-only query on a node's SQLite index (`index.path`): tests inspect the
+    persisted state directly; the node itself asks its store's methods."""
+    conn = sqlite3.connect(f"file:{index.path}?mode=ro", uri=True, timeout=60)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

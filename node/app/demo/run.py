@@ -109,7 +109,7 @@ def run_demo(out_dir: Path, timeout_s: float = 600.0) -> DemoOutcome:
         while time.monotonic() < deadline:
             counts = node.index.counts()
             if counts["jobs"].get("failed"):
-                error = node.index.query("SELECT error FROM jobs WHERE state = 'failed'")[0][0]
+                error = node.index.jobs(state="failed")[0].error
                 return DemoOutcome(False, f"job failed: {error}", source, None, [], node.index)
             if sorted(peer.modalities()) == ["DOC", "SEG", "SR"] and not counts["outbox"].get(
                 "pending"
@@ -120,7 +120,7 @@ def run_demo(out_dir: Path, timeout_s: float = 600.0) -> DemoOutcome:
             return DemoOutcome(
                 False, f"no SEG+SR back within {timeout_s:.0f} s", source, None, [], node.index
             )
-        study_uid = node.index.query("SELECT study_uid FROM studies")[0][0]
+        study_uid = node.index.study_uids()[0]
         received = sorted((out_dir / "peer").glob("*.dcm"))
         return DemoOutcome(
             True, "SEG, SR and PDF report delivered", source, study_uid, received, node.index

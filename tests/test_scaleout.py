@@ -1,0 +1,139 @@
+"""Scale-out on real components: Debian redis-server as the Celery broker, the node's receiver,
+router and dispatcher in one process, and Celery worker processes (`myonode serve --role
+worker`) sharing its store and storage path. A worker killed mid-job and a broker restarted
+mid-batch lose nothing and run nothing twice to a different result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
+from myonode.app.service import Node
+from myonode.core.config import Peer
+
+from conftest import make_settings
+from support import (
+    RESULT_MODALITIES,
+    Storescp,
+    received_modalities,
+    scanner_sends,
+    sql,
+    wait_until,
+)
+from support.servers import CeleryWorker, RedisServer
+
+pytest.importorskip("celery", reason="the scale-out extra (celery[redis]) is not installed")
+
+SCANNER = "CT-SCANNER"  # `scanner_sends`' calling AE: results go back to it, here a storescp
+JOB_TIMEOUT_S = 600  # two CPU cores shared with other test runs
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    peer = Storescp(tmp_path / "archive").start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def stack(tmp_path, redis, storescp, request):
+    """The node's front roles in this process, and a factory for worker processes. The broker
+    hands out a vanished worker's job again after the test's `visibility_timeout_s` mark."""
+    mark = request.node.get_closest_marker("visibility_timeout_s")
+    settings = make_settings(
+        tmp_path,
+        **{
+            "queue.kind": "celery",
+            "queue.broker_url": redis.url,
+            "queue.visibility_timeout_s": mark.args[0] if mark else 3600,
+            "queue.resubmit_seconds": 0.5,
+            "http.enabled": False,
+        },
+    ).model_copy(update={"peers": {SCANNER: Peer(host="127.0.0.1", port=storescp.port)}})
+    config = tmp_path / "node.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    node = Node(settings, roles=("receiver", "router", "dispatcher"))
+    node.start()
+    workers: list[CeleryWorker] = []
+
+    def worker() -> CeleryWorker:
+        started = CeleryWorker(config, tmp_path / f"worker-{len(workers)}.log").start()
+        workers.append(started)
+        return started
+
+    yield node, worker
+    for started in workers:
+        started.stop()
+    node.stop()
+
+
+def study(tmp_path: Path, name: str) -> list[Path]:
+    array, geometry = abdomen_phantom(shape=(8, 64, 64), pixel_mm=5.0, slice_mm=5.0)
+    return write_ct_series(array, geometry, tmp_path / name, seed=f"scaleout-{name}")
+
+
+def jobs(node: Node) -> list:
+    return sql(node.index, "SELECT * FROM jobs ORDER BY id")
+
+
+@pytest.mark.visibility_timeout_s(20)
+def test_worker_killed_mid_job_the_job_completes_on_the_other(tmp_path, stack, storescp):
+    node, worker = stack
+    first = worker()
+    scanner_sends(study(tmp_path, "a"), node.settings.dicom.ae_title, node.port)
+    wait_until(lambda: [j for j in jobs(node) if j["state"] == "running"], JOB_TIMEOUT_S)
+    second = worker()
+    first.kill()
+
+    wait_until(lambda: received_modalities(storescp) == RESULT_MODALITIES, JOB_TIMEOUT_S)
+    wait_until(
+        lambda: {r["state"] for r in sql(node.index, "SELECT state FROM outbox")} == {"sent"}
+    )
+    [job] = jobs(node)
+    assert job["state"] == "done" and job["error"] is None
+    assert job["attempts"] == 2  # claimed by the killed worker, then run again by the other
+    assert second.process is not None and second.process.poll() is None
+    sent = sql(node.index, "SELECT sop_uid, state FROM outbox")
+    assert len(sent) == len(RESULT_MODALITIES) and {r["state"] for r in sent} == {"sent"}
+
+
+def test_redis_restarted_mid_batch_every_study_processed_exactly_once(
+    tmp_path, stack, redis, storescp
+):
+    node, worker = stack
+    worker(), worker()
+    scanner_sends(study(tmp_path, "a"), node.settings.dicom.ae_title, node.port)
+    wait_until(lambda: jobs(node), JOB_TIMEOUT_S)
+    redis.stop()
+    # the store takes the instances and the routing while the broker is down; the jobs wait
+    for name in ("b", "c"):
+        scanner_sends(study(tmp_path, name), node.settings.dicom.ae_title, node.port)
+    wait_until(lambda: len(jobs(node)) == 3, JOB_TIMEOUT_S)
+    assert [j["submitted_at"] for j in jobs(node)][1:] == [None, None]
+    redis.start()
+
+    wait_until(
+        lambda: (
+            [j["state"] for j in jobs(node)] == ["done"] * 3
+            and sql(node.index, "SELECT COUNT(*) AS n FROM outbox WHERE state = 'sent'")[0]["n"]
+            == 3 * len(RESULT_MODALITIES)
+        ),
+        JOB_TIMEOUT_S,
+    )
+    assert [j["attempts"] for j in jobs(node)] == [1, 1, 1]
+    assert all(j["submitted_at"] is not None for j in jobs(node))
+    outputs = sql(node.index, "SELECT sop_uid, study_uid FROM outbox")
+    assert len({r["sop_uid"] for r in outputs}) == 3 * len(RESULT_MODALITIES)
+    assert len({r["study_uid"] for r in outputs}) == 3
+    # the peer got each output once, under its deterministic UID
+    assert len(storescp.files()) == 3 * len(RESULT_MODALITIES)
