@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from myonode.store.records import ResultRow
-from myonode.store.repository import JobRecord
+from myonode.store.repository import JobRecord, Store
 
 
 @runtime_checkable
@@ -43,3 +43,23 @@ class JobQueue(Protocol):
 
     def requeue_interrupted(self) -> int:
         """After a restart: make jobs that were running or not yet delivered run again."""
+
+
+class StoreBackedQueue:
+    """What every queue shares: a job's end is written to the store, the record of every
+    job whichever queue carried it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def complete(
+        self,
+        job_id: int,
+        outputs: Sequence[tuple[str, str, Path]],
+        destinations: Sequence[str],
+        results: Sequence[ResultRow],
+    ) -> None:
+        self.store.complete_job(job_id, outputs, destinations, results)
+
+    def fail(self, job_id: int, error: str) -> None:
+        self.store.fail_job(job_id, error)

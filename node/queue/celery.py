@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from celery import Celery
 
 from myonode.core.config import QueueSettings
-from myonode.store.records import ResultRow
+from myonode.queue import StoreBackedQueue
 from myonode.store.repository import JobRecord, Store
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,11 @@ def celery_app(settings: QueueSettings) -> Celery:
     return app
 
 
-class CeleryQueue:
+class CeleryQueue(StoreBackedQueue):
     """`JobQueue` over Celery: the store keeps every job's state, Redis carries the messages."""
 
     def __init__(self, store: Store, settings: QueueSettings) -> None:
-        self.store = store
+        super().__init__(store)
         self.app = celery_app(settings)
 
     def submit(self, job_ids: Sequence[int]) -> None:
@@ -81,18 +80,6 @@ class CeleryQueue:
     def claim(self, job_id: int | None = None) -> JobRecord | None:
         """The delivered job, if it still needs running; Celery pushes, so no job id, no job."""
         return None if job_id is None else self.store.claim_job(job_id)
-
-    def complete(
-        self,
-        job_id: int,
-        outputs: Sequence[tuple[str, str, Path]],
-        destinations: Sequence[str],
-        results: Sequence[ResultRow],
-    ) -> None:
-        self.store.complete_job(job_id, outputs, destinations, results)
-
-    def fail(self, job_id: int, error: str) -> None:
-        self.store.fail_job(job_id, error)
 
     def requeue_interrupted(self) -> int:
         """Offer the jobs the broker never took. Running jobs are left alone: their messages
