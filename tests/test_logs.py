@@ -82,8 +82,7 @@ def log_output():
 
 
 def canary_study(directory) -> list:
-    """A small CT whose identifying values are canaries, some of them invalid for their VR,
-    and whose Study Instance UID carries a newline that would start a forged log line."""
+    """A small CT whose identifying values are canaries, some of them invalid for their VR."""
     array, geometry = abdomen_phantom(shape=(8, 48, 48), pixel_mm=6.0, slice_mm=6.0)
     paths = write_ct_series(array, geometry, directory, seed="canary")
     for path in paths:
@@ -93,9 +92,18 @@ def canary_study(directory) -> list:
         ds.PatientBirthDate = "CANARYBD"  # not a DA
         ds.AccessionNumber = "CANARYACC"
         ds.OtherPatientIDs = "CANARYOTHER"
-        ds.StudyInstanceUID = ds.StudyInstanceUID + "\nFORGED line"
         ds.save_as(path)
     return paths
+
+
+def forged_uid_instance(path) -> object:
+    """One canary instance whose Study Instance UID carries a newline that would start a
+    forged log line: malformed, so refused, and its refusal logged."""
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = ds.StudyInstanceUID + "\nFORGED line"
+    forged = path.with_name("forged.dcm")
+    ds.save_as(forged)
+    return forged
 
 
 def test_a_canary_study_leaves_no_trace_in_any_log(tmp_path, node_factory, log_output):
@@ -107,8 +115,11 @@ def test_a_canary_study_leaves_no_trace_in_any_log(tmp_path, node_factory, log_o
     )
     node = node_factory(settings)
     paths = canary_study(tmp_path / "canary")
+    forged = forged_uid_instance(paths[0])
     results = send_files([describe(p) for p in paths], "SCANNER", "MYONODE", "127.0.0.1", node.port)
     assert all(r.ok for r in results)
+    [refused] = send_files([describe(forged)], "SCANNER", "MYONODE", "127.0.0.1", node.port)
+    assert not refused.ok
     wait_until(lambda: sql(node.index, "SELECT state FROM jobs WHERE state IN ('done','failed')"))
     text = log_output.getvalue()
     assert "prior lookup failed" in text  # the archive's failure was logged...
