@@ -130,7 +130,9 @@ def test_oversized_associate_request_is_aborted_before_it_is_buffered(hostile_no
                     sock.sendall(chunk)
                     sent += len(chunk)
     assert sent < 64 * 2**20, f"the node read {sent >> 20} MiB of a 4 GiB A-ASSOCIATE-RQ"
-    assert peak[0] < 100
+    # Buffering it was 1.2 GB for 1 GiB streamed; the bound leaves room for the other work a
+    # full test run has in flight (118 MiB seen once on 2 cores), not for a buffered PDU.
+    assert peak[0] < 256
     assert echo(hostile_node.port)
 
 
