@@ -186,6 +186,7 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
             (detections[ks, 1] - reference[:, 1]) * spacing[2],
         )
         valid[ks[offset_mm > 15.0]] = False
+    valid = _one_column(detections, valid, spacing)
     center = np.full((nk, 2), np.nan)
     present = np.zeros(nk, dtype=bool)
     ks = np.nonzero(valid)[0]
@@ -199,6 +200,43 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
         steady = [np.median(radius[ks[np.abs(ks - k) <= reach]]) for k in ks]
         radius = np.interp(all_k, ks, steady)
     return Spine(center=center, radius_mm=np.where(present, radius, np.nan), present=present)
+
+
+def _one_column(detections: np.ndarray, valid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The detections that form one continuous column: the longest run of detections each
+    within 15 mm in plane of the previous one (plus half the z gap, at most 30 mm),
+    extended up and down by any detection that continues it. The column moves little
+    from slice to slice; below the sacrum the femoral heads (as thick, with a cortex,
+    80-100 mm either side of the midline) can pass for vertebral bodies in runs of their
+    own, and are left out."""
+    ks = np.nonzero(valid)[0]
+    if len(ks) < 2:
+        return valid
+
+    def continues(a: int, b: int) -> bool:
+        step = np.hypot(
+            (detections[a, 0] - detections[b, 0]) * spacing[1],
+            (detections[a, 1] - detections[b, 1]) * spacing[2],
+        )
+        return bool(step <= min(15.0 + 0.5 * abs(a - b) * float(spacing[0]), 30.0))
+
+    runs: list[list[int]] = [[int(ks[0])]]
+    for k in ks[1:]:
+        if continues(runs[-1][-1], int(k)):
+            runs[-1].append(int(k))
+        else:
+            runs.append([int(k)])
+    chain = max(runs, key=lambda run: run[-1] - run[0])
+    kept = list(chain)
+    for order in (ks[ks > chain[-1]], ks[ks < chain[0]][::-1]):
+        last = chain[-1] if len(order) and order[0] > chain[-1] else chain[0]
+        for k in order:
+            if continues(last, int(k)):
+                kept.append(int(k))
+                last = int(k)
+    out = np.zeros_like(valid)
+    out[kept] = True
+    return out
 
 
 def patient_roll(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndarray:

@@ -10,8 +10,11 @@ from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from myonode.infer.engines.landmarks_ct import MUSCLE_HU, Spine
-from myonode.infer.engines.morphology import disk, grow_from, split_bulges
+from myonode.infer.engines.morphology import disk, fill_muscle, grow_from, split_bulges
 from myonode.infer.engines.trunk_muscles import SIDES, SliceFrame
+
+# The gluteus maximus: a sheet about this thick (mm) beneath the back of the buttock.
+MAXIMUS_MM = 22.0
 
 
 class MuscleRange(NamedTuple):
@@ -75,7 +78,7 @@ def _both_sides(pelvis: np.ndarray, spine: Spine) -> list[int]:
     out = []
     ii = np.arange(pelvis.shape[2])
     for k in np.nonzero(pelvis.any(axis=(1, 2)))[0]:
-        midline = spine.center[k, 1] if spine.present[k] else pelvis.shape[2] / 2.0
+        midline = spine.center[k, 1] if spine.present.any() else pelvis.shape[2] / 2.0
         columns = ii[pelvis[k].any(axis=0)]
         if (columns > midline).any() and (columns <= midline).any():
             out.append(int(k))
@@ -94,10 +97,15 @@ def gluteal_groups(
 
     The gluteal muscles cover the outer surface of the iliac wing and the back of the hip
     joint: outside the pelvic ring (the convex hull of the hip bones on the slice) and
-    behind the front of the hip bone, beneath the body-wall surface. Thin bridges (fascia,
-    vessels) are cut by growing through tissue of muscle thickness only. The gluteus medius
-    (with the minimus beneath it) lies on the bone, the gluteus maximus behind and outside
-    it, across a fat plane: a watershed of the (smoothed) attenuation `hu` from both.
+    behind the front of the hip bone, beneath the body-wall surface, clear of the midline
+    (the pelvic floor). Fatty streaks are closed and holes filled; thin bridges (fascia,
+    vessels) are cut by growing through tissue of muscle thickness only, from the bone
+    and from the back of the buttock (the maximus below the hip joints lies apart from
+    the bone). The gluteus maximus is the superficial sheet of the back of the buttock
+    (its surface faces backwards, within `MAXIMUS_MM` of it) and lies behind the bone's
+    back edge; the gluteus medius (with the minimus beneath it) lies on the bone in front
+    of that edge, deeper, and reaches the surface only at the side. Between the two the
+    fat plane decides: a watershed of the (smoothed) attenuation `hu` from both.
     """
     shape = muscle.shape
     out = {
@@ -109,29 +117,39 @@ def gluteal_groups(
     jj, ii = np.mgrid[0 : shape[1], 0 : shape[2]]
     near_bone = disk(8.0, (sj, si))
     for k in _both_sides(pelvis, spine):
-        midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
-        hull = convex_hull_image(pelvis[k])
+        midline = spine.center[k, 1] if spine.present.any() else shape[2] / 2.0
         beneath = np.nan_to_num(depth[k], nan=-1.0) >= 0.0
+        hull = convex_hull_image(pelvis[k])
+        facing, surface = _facing_back(beneath, spine, k, (sj, si))
         for side in SIDES:
             lateral = ii > midline if side == "left" else ii <= midline
             bone = pelvis[k] & lateral
             if not bone.any():
                 continue
             front = np.nonzero(bone)[0].min()
-            region = muscle[k] & beneath & lateral & ~hull & (jj >= front)
-            seeds = region & ndimage.binary_dilation(bone, near_bone)
+            # Around the hip bone (and femur) of this side, from straight back (0) to
+            # straight out (90 degrees): the tensor fasciae latae and sartorius lie in
+            # front of the gluteus medius, further than 135 degrees.
+            cj, ci = np.nonzero(bone)
+            outward = (ii - ci.mean()) * si * (1.0 if side == "left" else -1.0)
+            around = np.degrees(np.arctan2(outward, (jj - cj.mean()) * sj))
+            apart = np.abs(ii - midline) * si >= 15.0
+            allowed = beneath & lateral & apart & ~hull & (jj >= front) & ~pelvis[k]
+            allowed &= around <= 135.0
+            region = fill_muscle(muscle[k] & allowed, allowed, (sj, si))
+            seeds = region & (
+                ndimage.binary_dilation(bone, near_bone) | ((facing <= 45.0) & (surface <= 15.0))
+            )
             gluteal = grow_from(region, seeds, 2.0, (sj, si))
             if not gluteal.any():
                 continue
-            # The medius lies on the bone in front of its back edge; the maximus covers
-            # it from behind and outside, more than 35 mm from the bone or behind the
-            # back edge. Between the two the fat plane (low attenuation) decides.
             from_bone = ndimage.distance_transform_edt(~bone, sampling=(sj, si))
             back_edge = np.nonzero(bone)[0].max()
             markers = np.zeros(gluteal.shape, dtype=np.int32)
-            markers[gluteal & (from_bone > 35.0)] = 2
-            markers[gluteal & (jj > back_edge + 10.0 / sj)] = 2
+            markers[gluteal & (facing <= 60.0) & (surface <= MAXIMUS_MM)] = 2
+            markers[gluteal & ((facing >= 80.0) | (surface >= MAXIMUS_MM + 6.0))] = 1
             markers[gluteal & (from_bone <= 10.0) & (jj <= back_edge)] = 1
+            markers[gluteal & (jj > back_edge + 10.0 / sj)] = 2
             if not (markers == 1).any():
                 out[f"gluteus_maximus_{side}"][k] = gluteal
                 continue
@@ -156,7 +174,7 @@ def iliacus(
     sj, si = float(spacing[1]), float(spacing[2])
     ii = np.arange(shape[2])[np.newaxis, :]
     for k in _both_sides(pelvis, spine):
-        midline = spine.center[k, 1] if spine.present[k] else shape[2] / 2.0
+        midline = spine.center[k, 1] if spine.present.any() else shape[2] / 2.0
         hull = convex_hull_image(pelvis[k])
         for side in SIDES:
             lateral = ii > midline if side == "left" else ii <= midline
@@ -168,3 +186,22 @@ def iliacus(
             grown = grow_from(region, region & (from_bone <= 6.0), 2.0, (sj, si))
             out[f"iliacus_{side}"][k] = split_bulges(grown, from_bone <= 20.0, (sj, si))
     return out
+
+
+def _facing_back(
+    beneath: np.ndarray, spine: Spine, k: int, spacing_ji: tuple[float, float]
+) -> np.ndarray:
+    """Per voxel of one slice, the angle (degrees) between the patient's back and the
+    direction to the nearest point of the body-wall surface, within 25 mm of it (180
+    deeper): the gluteus maximus is the superficial muscle of the back of the buttock,
+    the gluteus medius reaches the surface only at the side."""
+    distance, (nj, ni) = ndimage.distance_transform_edt(
+        beneath, sampling=spacing_ji, return_indices=True
+    )
+    jj, ii = np.indices(beneath.shape)
+    dj, di = (nj - jj) * spacing_ji[0], (ni - ii) * spacing_ji[1]
+    roll = np.radians(spine.roll[k]) if spine.roll is not None else 0.0
+    back = dj * np.cos(roll) + di * np.sin(roll)
+    side = np.abs(di * np.cos(roll) - dj * np.sin(roll))
+    angle = np.degrees(np.arctan2(side, back))
+    return np.where(beneath, angle, 180.0), distance
