@@ -77,9 +77,10 @@ def track_psoas(
     section (the psoas is thickest low in the lumbar spine; a smaller find below that is
     something else, or a sliver). Upward, as `follow_upward` (the psoas narrows towards
     its origins), except that a slice whose search kept less than half of the section
-    below while the search finds it again within 8 mm above (a fat streak, a vessel
-    across it) takes the muscle-attenuation tissue (`candidates`) overlapping the section
-    below, within the border movement. Downward the psoas widens towards the pelvic brim
+    below while the search finds it again within 15 mm above (a fat streak, a vessel
+    across it, a disc where the muscle range is tight) takes the muscle-attenuation
+    tissue (`candidates`) overlapping the section below, within the border movement.
+    Downward the psoas widens towards the pelvic brim
     and lies ever further from the vertebral body, where the search does not reach: a
     slice whose search kept less than half of the section above takes the tissue that
     overlaps that section, within the same border movement. Thin tags are cut
@@ -89,6 +90,7 @@ def track_psoas(
     margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
     element = disk(margin, (sj, si))
     reach = max(1, int(8.0 / float(spacing[0])))
+    bridge = max(reach, int(15.0 / float(spacing[0])))
     top = raw.shape[0] - 1 if highest is None else highest
     sections = np.stack([oval_section(m, (sj, si)) for m in raw])
     sections[:lowest] = False
@@ -105,7 +107,7 @@ def track_psoas(
             break
         near = ndimage.binary_dilation(below, element)
         out[k] = sections[k] & near
-        bridged = sections[k + 1 : k + 1 + reach].any(axis=0) & near
+        bridged = sections[k + 1 : k + 1 + bridge].any(axis=0) & near
         if out[k].sum() < 0.5 * out[k - 1].sum() and bridged.any():
             grown = _parts_touching(candidates[k] & near, below) | out[k]
             out[k] = oval_section(grown, (sj, si))
