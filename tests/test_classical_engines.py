@@ -13,7 +13,7 @@ from myonode.app.demo.synthetic import abdomen_phantom
 from myonode.core.volume import Geometry, Volume
 from myonode.infer.engines import create
 from myonode.infer.engines.body_wall import ANGLES, inner_thickness
-from myonode.infer.engines.landmarks_ct import name_vertebrae
+from myonode.infer.engines.landmarks_ct import name_vertebrae, patient_roll, track_column
 from myonode.infer.engines.orientation import OrientationError, canonical
 from myonode.infer.engines.thigh_mr import thigh_compartments
 from myonode.infer.engines.working_grid import WorkingGrid
@@ -225,3 +225,25 @@ def test_working_grid_bins_fine_axes_and_maps_labels_back_to_every_source_voxel(
     assert back[0, 4, 4] == 5
     # A 1 mm pixel series is not binned in-plane (less than two pixels per bin).
     assert WorkingGrid.for_source((20, 8, 8), np.array([2.0, 0.98, 0.98])).identity
+
+
+def test_femoral_heads_below_the_sacrum_are_not_taken_for_the_column():
+    # 3 mm slices, k superior: the column from k=38 up, slightly sloping; below it, runs of
+    # detections on one femoral head and then the other (60 mm either side of the midline).
+    nk = 80
+    detections = np.full((nk, 2), np.nan)
+    detections[38:, 0] = 60.0 + 0.1 * np.arange(nk - 38)
+    detections[38:, 1] = 61.0
+    detections[36:38] = np.nan  # the lower sacrum: too thin for a vertebral body
+    detections[2:10] = (62.0, 41.0)
+    detections[10:36] = (58.0, 84.0)
+    spacing = np.array([3.0, 3.0, 3.0])
+    spine = track_column(detections, np.full(nk, 18.0), spacing)
+    assert spine.present[38:].all()
+    assert not spine.present[:38].any()
+    # The patient's roll beyond the column is that at its end, not a median of nothing.
+    bone = np.zeros((nk, 101, 122), dtype=bool)
+    bone[38:, 88:92, 59:64] = True  # spinous processes, 9 mm to the patient's left
+    roll = patient_roll(bone, spine, spacing)
+    assert np.isfinite(roll).all()
+    assert roll[0] == pytest.approx(roll[38])

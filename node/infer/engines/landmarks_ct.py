@@ -246,7 +246,8 @@ def patient_roll(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndar
     through the vertebral body and the spinous process: the direction from the body's
     centre to the centroid of the bone 10-60 mm behind its back, within 35 degrees of
     straight back, is the patient's "back". Slices disagree by noise; a running median over
-    60 mm is kept, and a roll beyond 30 degrees is not believed (0 is used instead).
+    60 mm is kept (beyond the column's ends, its value at the nearest end), and a roll
+    beyond 30 degrees is not believed (0 is used instead).
     """
     nk = bone.shape[0]
     sj, si = float(spacing[1]), float(spacing[2])
@@ -265,7 +266,14 @@ def patient_roll(bone: np.ndarray, spine: Spine, spacing: np.ndarray) -> np.ndar
     if not len(known):
         return np.zeros(nk)
     reach = max(1, round(30.0 / float(spacing[0])))
-    steady = np.array([np.median(roll[known[np.abs(known - k) <= reach]]) for k in range(nk)])
+    steady = np.full(nk, np.nan)
+    for k in range(nk):
+        around = known[np.abs(known - k) <= reach]
+        if len(around):
+            steady[k] = np.median(roll[around])
+    # Beyond the column (the pelvis below the sacrum) the patient lies as at its nearest end.
+    have = np.nonzero(~np.isnan(steady))[0]
+    steady = np.interp(np.arange(nk), have, steady[have])
     return np.where(np.abs(steady) <= 30.0, steady, 0.0)
 
 
