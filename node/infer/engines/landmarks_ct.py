@@ -203,39 +203,22 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
 
 
 def _one_column(detections: np.ndarray, valid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The detections that form one continuous column: the longest run of detections each
-    within 15 mm in plane of the previous one (plus half the z gap, at most 30 mm),
-    extended up and down by any detection that continues it. The column moves little
-    from slice to slice; below the sacrum the femoral heads (as thick, with a cortex,
-    80-100 mm either side of the midline) can pass for vertebral bodies in runs of their
-    own, and are left out."""
+    """The detections that form one continuous column: the run with the most detections,
+    each within 30 mm in plane of the previous one. The column moves little from slice to
+    slice (detections scatter by up to about 15 mm either way); below the sacrum the
+    femoral heads (as thick, with a cortex, 80-100 mm either side of the midline, 50 mm
+    or more from the column's end) can pass for vertebral bodies in runs of their own,
+    and are left out."""
     ks = np.nonzero(valid)[0]
     if len(ks) < 2:
         return valid
-
-    def continues(a: int, b: int) -> bool:
-        step = np.hypot(
-            (detections[a, 0] - detections[b, 0]) * spacing[1],
-            (detections[a, 1] - detections[b, 1]) * spacing[2],
-        )
-        return bool(step <= min(15.0 + 0.5 * abs(a - b) * float(spacing[0]), 30.0))
-
-    runs: list[list[int]] = [[int(ks[0])]]
-    for k in ks[1:]:
-        if continues(runs[-1][-1], int(k)):
-            runs[-1].append(int(k))
-        else:
-            runs.append([int(k)])
-    chain = max(runs, key=lambda run: run[-1] - run[0])
-    kept = list(chain)
-    for order in (ks[ks > chain[-1]], ks[ks < chain[0]][::-1]):
-        last = chain[-1] if len(order) and order[0] > chain[-1] else chain[0]
-        for k in order:
-            if continues(last, int(k)):
-                kept.append(int(k))
-                last = int(k)
+    step = np.hypot(
+        np.diff(detections[ks, 0]) * float(spacing[1]),
+        np.diff(detections[ks, 1]) * float(spacing[2]),
+    )
+    runs = np.split(ks, np.nonzero(step > 30.0)[0] + 1)
     out = np.zeros_like(valid)
-    out[kept] = True
+    out[max(runs, key=len)] = True
     return out
 
 
