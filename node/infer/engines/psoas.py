@@ -77,7 +77,7 @@ def track_psoas(
     section (the psoas is thickest low in the lumbar spine; a smaller find below that is
     something else, or a sliver). Upward, as `follow_upward` (the psoas narrows towards
     its origins), except that a slice whose search kept less than half of the section
-    below while the search finds it again within 10 mm above (a fat streak, a vessel
+    below while the search finds it again within 9 mm above (a fat streak, a vessel
     across it, a disc where the muscle range is tight) takes the muscle-attenuation
     tissue (`candidates`) overlapping the section below, within the border movement.
     Downward the psoas widens towards the pelvic brim
@@ -90,7 +90,7 @@ def track_psoas(
     margin = max(sj, si, 2.0 + 0.5 * float(spacing[0]))
     element = disk(margin, (sj, si))
     reach = max(1, int(8.0 / float(spacing[0])))
-    bridge = max(reach, int(10.0 / float(spacing[0])))
+    bridge = max(reach, int(9.0 / float(spacing[0])))
     top = raw.shape[0] - 1 if highest is None else highest
     sections = np.stack([oval_section(m, (sj, si)) for m in raw])
     sections[:lowest] = False
