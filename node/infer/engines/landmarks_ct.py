@@ -203,22 +203,47 @@ def track_column(detections: np.ndarray, radius: np.ndarray, spacing: np.ndarray
 
 
 def _one_column(detections: np.ndarray, valid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The detections that form one continuous column: the run with the most detections,
-    each within 30 mm in plane of the previous one. The column moves little from slice to
-    slice (detections scatter by up to about 15 mm either way); below the sacrum the
-    femoral heads (as thick, with a cortex, 80-100 mm either side of the midline, 50 mm
-    or more from the column's end) can pass for vertebral bodies in runs of their own,
-    and are left out."""
+    """The detections that form one continuous column. Below the sacrum the femoral heads
+    (as thick, with a cortex, 80-100 mm either side of the midline, 50 mm or more from the
+    column's end) can pass for vertebral bodies in runs of their own: the column is the
+    run with the most detections each within 30 mm in plane of the previous one. Within
+    it, the column moves little from slice to slice: its longest stretch of detections
+    each within 15 mm of the previous one (plus half the z gap, at most 30 mm) is kept,
+    with any detection that continues it up or down."""
     ks = np.nonzero(valid)[0]
     if len(ks) < 2:
         return valid
-    step = np.hypot(
-        np.diff(detections[ks, 0]) * float(spacing[1]),
-        np.diff(detections[ks, 1]) * float(spacing[2]),
-    )
-    runs = np.split(ks, np.nonzero(step > 30.0)[0] + 1)
+
+    def step(a: int, b: int) -> float:
+        return float(
+            np.hypot(
+                (detections[a, 0] - detections[b, 0]) * float(spacing[1]),
+                (detections[a, 1] - detections[b, 1]) * float(spacing[2]),
+            )
+        )
+
+    def stretches(ks: np.ndarray, linked) -> list[list[int]]:
+        out = [[int(ks[0])]]
+        for k in ks[1:]:
+            if linked(out[-1][-1], int(k)):
+                out[-1].append(int(k))
+            else:
+                out.append([int(k)])
+        return out
+
+    def continues(a: int, b: int) -> bool:
+        return step(a, b) <= min(15.0 + 0.5 * abs(a - b) * float(spacing[0]), 30.0)
+
+    run = np.array(max(stretches(ks, lambda a, b: step(a, b) <= 30.0), key=len))
+    chain = max(stretches(run, continues), key=lambda part: part[-1] - part[0])
+    kept = list(chain)
+    for order, last in ((run[run > chain[-1]], chain[-1]), (run[run < chain[0]][::-1], chain[0])):
+        for k in order:
+            if continues(last, int(k)):
+                kept.append(int(k))
+                last = int(k)
     out = np.zeros_like(valid)
-    out[max(runs, key=len)] = True
+    out[kept] = True
     return out
 
 
