@@ -196,6 +196,12 @@ def test_wall_follows_fat_and_bridges_an_organ_against_it():
     thickness = inner_thickness(profile, 3.0, 30.0)
     assert np.all(np.abs(thickness[:90] - 10.0) <= 1.0)
     assert thickness[100:140].max() <= 16.0
+    # Slices are solved together in one pass, each as if alone.
+    deeper = np.roll(profile, 4, axis=1)
+    both = inner_thickness(np.stack([profile, deeper]), 3.0, 30.0)
+    assert np.array_equal(both[0], thickness)
+    assert np.array_equal(both[1], inner_thickness(deeper, 3.0, 30.0))
+    assert not np.array_equal(both[0], both[1])
 
 
 def test_reference_labels_follow_geometry_across_flipped_grids():
