@@ -4,6 +4,7 @@ import errno
 import hashlib
 import io
 import logging
+import os
 from pathlib import Path
 
 import pydicom
@@ -168,3 +169,27 @@ def test_spooled_instance_whose_fsync_fails_is_refused_without_trace(ingestor, c
     assert outcome.status == Status.OUT_OF_RESOURCES and "Input/output error" in outcome.reason
     assert sql(ingestor.index, "SELECT * FROM instances") == []
     assert [p for p in ingestor.root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("sync_files", [True, False])
+def test_file_syncs_by_default_and_only_the_index_when_told(
+    tmp_path, ct_series, sync_files, monkeypatch
+):
+    """By default every stored file and its directory are fsynced before the answer;
+    `storage.sync_instance_files: false` (Orthanc's durability, for comparisons) syncs only
+    the index (SQLite syncs its own files, not through os.fsync)."""
+    settings = make_settings(tmp_path, **{"storage.sync_instance_files": sync_files})
+    ingestor = Ingestor(settings, Index(settings.index_path))
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    outcomes = [ingestor.ingest_spooled(spool(ingestor, p.read_bytes())) for p in ct_series]
+    monkeypatch.undo()
+    assert all(outcome.ok for outcome in outcomes)
+    assert len(sql(ingestor.index, "SELECT * FROM instances")) == len(ct_series)
+    assert len(synced) == (2 * len(ct_series) if sync_files else 0)

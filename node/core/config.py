@@ -196,6 +196,12 @@ class StorageSettings(_Section):
         description="Refuse new instances (0xA700) when less than this is free on the disk.",
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    sync_instance_files: bool = Field(
+        default=True,
+        description="fsync each received file and its directory before acknowledging. false "
+        "syncs only the index, as Orthanc 1.10 does: faster, but after a power cut the index "
+        "may name instances whose bytes were lost. For comparisons, not for patient data.",
+    )
 
 
 class AssembleSettings(_Section):

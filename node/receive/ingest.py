@@ -233,6 +233,7 @@ class Ingestor:
             max_inflated_bytes=dicom.max_inflated_mb * 2**20,
             max_depth=dicom.max_sequence_depth,
         )
+        self._sync_files = settings.storage.sync_instance_files
         self._syncer = ThreadPoolExecutor(dicom.max_associations, thread_name_prefix="fsync")
         self._commits: GroupCommit[tuple[InstanceRecord, dict[str, Any], dict[str, Any]]] = (
             GroupCommit(index.record_instances)
@@ -271,7 +272,8 @@ class Ingestor:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(encoded)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if self._sync_files:
+                        os.fsync(handle.fileno())
                 return self._place(
                     ds, transfer_syntax, Path(partial), len(encoded), digest, calling_aet
                 )
@@ -300,7 +302,11 @@ class Ingestor:
             if spooled.error is not None:
                 raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot receive: {spooled.error.strerror}")
             path = Path(spooled.name)
-            synced = self._syncer.submit(spooled.fsync)  # the disk works while we parse
+            synced: Future[None] = Future()
+            if self._sync_files:
+                synced = self._syncer.submit(spooled.fsync)  # the disk works while we parse
+            else:
+                synced.set_result(None)
             try:
                 with path.open("rb") as handle:
                     with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
@@ -451,15 +457,24 @@ class Ingestor:
             raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store {path}: {exc}") from exc
         if early:
             assert synced is not None
-            directory_synced = self._syncer.submit(fsync_directory, path.parent)
+            waits = [synced]
+            if self._sync_files:
+                waits.append(self._syncer.submit(fsync_directory, path.parent))
             try:
-                _raise_sync_error(synced)
-                _raise_sync_error(directory_synced)
+                for future in waits:
+                    _raise_sync_error(future)
             except _Refusal:
                 self._forget(path, str(ds.SOPInstanceUID), renamed=True)
                 raise
         return self._record(
-            ds, transfer_syntax, path, size, digest, calling_aet, renamed=True, synced_dir=early
+            ds,
+            transfer_syntax,
+            path,
+            size,
+            digest,
+            calling_aet,
+            renamed=True,
+            directory_synced=early or not self._sync_files,
         )
 
     def _record(
@@ -471,7 +486,7 @@ class Ingestor:
         digest: str,
         calling_aet: str | None,
         renamed: bool = False,
-        synced_dir: bool = False,
+        directory_synced: bool = False,
     ) -> Outcome:
         sop_uid, study_uid = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
         record = InstanceRecord(
@@ -494,7 +509,7 @@ class Ingestor:
         try:
             self._commits.commit(
                 (record, study_values(ds), series),
-                path.parent if renamed and not synced_dir else None,
+                path.parent if renamed and not directory_synced else None,
             )
         except (OSError, sqlite3.OperationalError) as exc:
             self._forget(path, sop_uid, renamed)
