@@ -1,4 +1,4 @@
-"""The job queue seam with the embedded queue and the SQLite store: a job whose worker dies
+"""The job queue seam with the embedded queue, on the SQLite and the PostgreSQL store: a job whose worker dies
 every time ends failed with that reason, a worker that cannot read a job's files says which,
 and a broker that cannot be reached leaves routed jobs waiting in the store, not lost."""
 
@@ -23,10 +23,12 @@ from support import free_port
 
 
 @pytest.fixture
-def routed(tmp_path: Path, ct_series: list[Path]):
+def routed(tmp_path: Path, ct_series: list[Path], store_url: str):
     """The phantom series ingested and routed: one queued ct_muscle job in a fresh store."""
-    settings = offline_settings(tmp_path / "node", load_settings(environ={}))
-    index = Index(settings.index_path)
+    settings = offline_settings(
+        tmp_path / "node", load_settings(environ={}, overrides={"store.url": store_url})
+    )
+    index = Index(settings.store_location)
     ingestor = Ingestor(settings, index)
     for path in ct_series:
         assert ingestor.ingest(path.read_bytes()).ok

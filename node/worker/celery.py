@@ -43,7 +43,7 @@ def _open(settings: Settings) -> _Process:
     """The store, queue and runner of this process, engines loaded (once per process)."""
     global _process
     if _process is None:
-        store = Index(settings.index_path)
+        store = Index(settings.store_location)
         profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         runner = Runner(
             Device(serial_number=settings.dicom.ae_title), configured_pipelines(profiles)
