@@ -1,6 +1,7 @@
-"""The job queue seam with the embedded queue, on the SQLite and the PostgreSQL store: a job whose worker dies
-every time ends failed with that reason, a worker that cannot read a job's files says which,
-and a broker that cannot be reached leaves routed jobs waiting in the store, not lost."""
+"""The job queue seam with the embedded queue, on the SQLite and the PostgreSQL store: a job
+whose worker dies every time ends failed with that reason, a worker that cannot read a job's
+files says which, and a broker that cannot be reached leaves routed jobs waiting in the store,
+not lost."""
 
 from __future__ import annotations
 
