@@ -58,6 +58,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def postgres():
     """One real PostgreSQL server for the session; each test takes a database of its own."""
+    pytest.importorskip("psycopg", reason="psycopg (the scale extra) is not installed")
     server = PostgresServer().start()
     yield server
     server.remove()

@@ -141,6 +141,31 @@ def test_compose_services_find_each_other():
         interpolate(COMPOSE["services"]["orthanc"]["environment"]["ORTHANC_PASSWORD"], {})
 
 
+def test_scale_out_roles_share_the_postgres_and_redis_services():
+    """Every role of the scale-out compose file opens the same PostgreSQL store and broker, by
+    service name, and the password comes from .env (never a default)."""
+    scale = yaml.safe_load((DOCKER / "docker-compose.scale.yml").read_text())
+    services = scale["services"]
+    env = {
+        "POSTGRES_PASSWORD": PASSWORD,
+        "ORTHANC_PASSWORD": PASSWORD,
+        "MYONODE_HTTP_TOKEN_SHA256": token_digest(TOKEN),
+    }
+    for name in ("node", "worker"):
+        merged = {**COMPOSE["services"].get(name, {}).get("environment", {})}
+        merged.update(services[name]["environment"])  # compose merges the files' environments
+        environ = {k: interpolate(v, env) for k, v in merged.items()}
+        settings = load_settings(DOCKER / "myonode.yaml", environ=environ)
+        assert settings.store.url == f"postgresql://myonode:{PASSWORD}@postgres:5432/myonode"
+        assert settings.queue.kind == "celery" and "//redis:" in settings.queue.broker_url
+        assert {"postgres", "redis"} <= set(services[name]["depends_on"])
+    postgres = services["postgres"]["environment"]
+    assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == ("myonode", "myonode")
+    assert "postgres-data" in scale["volumes"]
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(postgres["POSTGRES_PASSWORD"], {})
+
+
 def test_gpu_variant_reserves_a_gpu_and_builds_cuda_torch():
     node = GPU["services"]["node"]
     [device] = node["deploy"]["resources"]["reservations"]["devices"]
