@@ -192,3 +192,31 @@ def test_concurrent_dispatchers_lease_each_delivery_exactly_once(store):
     everything = [row_id for mine in leased for row_id in mine]
     assert sorted(everything) == sorted(r.id for r in store.outbox())
     assert len(everything) == 30
+
+
+def test_prior_masses_come_from_earlier_studies_of_the_same_patient(store):
+    for study_uid, date, mass in (("5.1", "20230101", 800.0), ("5.2", "20240101", 790.0)):
+        store.record_instance(
+            instance(study_uid, f"{study_uid}.1", 1), {**STUDY, "study_date": date}, SERIES
+        )
+        [stable] = [s for s in store.stable_studies(0) if s.study_uid == study_uid]
+        [job_id] = store.record_routing(
+            study_uid, stable.change_seq, [], [JobRequest(f"{study_uid}.1", "p", "v", "d", [])]
+        )
+        store.claim_job(job_id)
+        rows = [
+            ResultRow("psoas", "mass", mass, "g", qc="pass"),
+            ResultRow("liver", "mass", 1.0, "g", qc="fail"),
+        ]
+        store.complete_job(job_id, [], [], rows)
+    [prior] = store.prior_masses("5.2")
+    assert (prior.study_uid, prior.study_date, prior.structure, prior.value) == (
+        "5.1",
+        "20230101",
+        "psoas",
+        800.0,
+    )
+    assert store.prior_masses("5.1") == []
+    assert store.study_status("5.2") == "done"
+    assert [j.state for j in store.jobs(limit=None)] == ["done", "done"]
+    assert len(store.jobs(limit=1)) == 1
