@@ -63,6 +63,9 @@ def test_a_worker_that_cannot_read_the_instances_fails_the_job_naming_the_path(r
     assert str(missing) in job.error and "shared storage mounted" in job.error
 
 
+# SQLite only: the broker's connection retries, not the store, take this test's time; the
+# PostgreSQL store keeps jobs while Redis is down in test_scaleout.
+@pytest.mark.parametrize("store_url", [""], ids=["sqlite"])
 def test_jobs_routed_while_the_broker_is_down_wait_in_the_store(routed):
     pytest.importorskip("celery", reason="the scale-out extra (celery[redis]) is not installed")
     from myonode.core.config import QueueSettings

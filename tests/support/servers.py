@@ -205,10 +205,10 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def stop(self) -> None:
+    def stop(self, how: signal.Signals = signal.SIGINT) -> None:
         """Fast shutdown (SIGINT): open sessions are ended, as when the server goes down."""
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGINT)
+            os.kill(self.process.pid, how)
             deadline = time.monotonic() + 30
             while self.process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -216,5 +216,6 @@ class PostgresServer:
         self.process = None
 
     def remove(self) -> None:
-        self.stop()
+        """Immediate shutdown (SIGQUIT, no final checkpoint: the cluster is deleted next)."""
+        self.stop(signal.SIGQUIT)
         shutil.rmtree(self.directory, ignore_errors=True)
