@@ -145,6 +145,30 @@ def test_schema_versions_are_recorded_once(tmp_path, store_url):
         index.close()
 
 
+def test_roles_opening_a_new_store_at_once_migrate_it_once(tmp_path, store_url):
+    location = store_url or tmp_path / "index.sqlite3"
+    errors: list[BaseException] = []
+    start = threading.Barrier(5)
+
+    def role() -> None:
+        start.wait()
+        try:
+            Index(location).close()
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=role) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    index = Index(location)
+    rows = sql(index, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [row["version"] for row in rows] == [m.version for m in MIGRATIONS]
+    index.close()
+
+
 def test_concurrent_workers_claim_each_job_exactly_once(store):
     job_ids = routed(store, "3.9", jobs=40)
     location = store.dialect.url if store.path is None else store.path
