@@ -574,11 +574,13 @@ class Index:
         caller for `OUTBOX_LEASE_S`: concurrent dispatchers never get the same row (the
         caller records each one's outcome, which sets its state or next attempt)."""
         now = time.time() if now is None else now
+        due = "state = 'pending' AND next_attempt_at <= ?"
+        if not self._rows(f"SELECT 1 FROM outbox WHERE {due} LIMIT 1", (now,)):
+            return []  # the usual poll: no write transaction, no lock taken
         with self.transaction() as conn:
             leased = conn.execute(
                 f"""UPDATE outbox SET next_attempt_at = ?
-                   WHERE id IN (SELECT id FROM outbox
-                       WHERE state = 'pending' AND next_attempt_at <= ?{self.dialect.skip_locked})
+                   WHERE id IN (SELECT id FROM outbox WHERE {due}{self.dialect.skip_locked})
                    RETURNING id""",
                 (now + OUTBOX_LEASE_S, now),
             ).fetchall()
