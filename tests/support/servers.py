@@ -158,6 +158,7 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            cwd=self.directory,  # readable by nobody (CI's checkout may be under /root)
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -182,6 +183,7 @@ class PostgresServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.directory,
             )
         wait_for_port(self.port, timeout=60)
         wait_until(self._accepts, 60)
