@@ -15,6 +15,7 @@ from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
 from myonode.app.service import Node
 from myonode.core.config import Peer
 from myonode.dispatch.scu import describe, send_files
+from myonode.queue.celery import QUEUE, TASK, celery_app
 
 from conftest import make_settings
 from support import (
@@ -152,7 +153,8 @@ def test_on_postgresql_a_killed_worker_and_a_broker_restart_lose_nothing(
     tmp_path, postgres, stack, redis, storescp
 ):
     """Both failures of the two tests above in one batch, on PostgreSQL: study a's worker is
-    killed mid-job, the broker is down while study b arrives; both come back as SEG + SR once."""
+    killed mid-job, the broker is down while study b arrives; both come back as SEG + SR once.
+    Then PostgreSQL goes down while a job message reaches the worker: it waits, not lost."""
     node, worker = stack
     assert node.index.dialect.name == "postgresql"
     first = worker()
@@ -180,6 +182,17 @@ def test_on_postgresql_a_killed_worker_and_a_broker_restart_lose_nothing(
     assert len({r["sop_uid"] for r in outputs}) == 2 * len(RESULT_MODALITIES)
     assert len(storescp.files()) == 2 * len(RESULT_MODALITIES)
     assert sorted(set(received_modalities(storescp))) == RESULT_MODALITIES
+
+    # PostgreSQL down while a worker waits: a job message that arrives then is not dropped
+    # (it is tried again until the store is back); here a late duplicate of job a, skipped
+    done = jobs(node)
+    postgres.stop()
+    celery_app(node.settings.queue).send_task(TASK, args=[done[0]["id"]], queue=QUEUE)
+    log = tmp_path / "worker-1.log"
+    wait_until(lambda: "retry: Retry in" in log.read_text(), 120)
+    postgres.start()
+    wait_until(lambda: "'skipped'" in log.read_text(), 120)
+    assert jobs(node) == done  # nothing ran twice
 
 
 @pytest.fixture
