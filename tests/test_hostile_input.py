@@ -202,6 +202,32 @@ def test_idle_associations_are_dropped_and_do_not_lock_others_out(tmp_path, node
     assert all(not a.is_established for a in idle)
 
 
+def test_the_nodes_own_work_is_not_idle_time(tmp_path, node_factory, ct_series):
+    """Before: a C-STORE whose handler outlasted idle_timeout_s got its answer and then the
+    association was aborted (pynetdicom's idle timer ran from the last PDU received). The
+    node's own outcome hook is made slower than the idle timeout."""
+    node = node_factory(make_settings(tmp_path, **{"dicom.idle_timeout_s": 0.5}))
+    counted = node.receiver.on_outcome
+
+    def slow(outcome) -> None:
+        counted(outcome)
+        time.sleep(1.5)
+
+    node.receiver.on_outcome = slow
+    ae = AE(ae_title="SLOWWORK")
+    ae.add_requested_context(str(pydicom.dcmread(ct_series[0]).SOPClassUID))
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+    assert assoc.is_established
+    try:
+        for path in ct_series[:2]:  # the second C-STORE needs the association still up
+            status = assoc.send_c_store(pydicom.dcmread(path))
+            assert status and status.Status == 0x0000
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    assert not assoc.is_aborted
+
+
 def test_limits_per_calling_ae_and_per_address(tmp_path, node_factory):
     node = node_factory(
         make_settings(
