@@ -24,7 +24,7 @@ from pynetdicom import AE, evt
 from myonode.dispatch.scu import describe, send_files
 
 from conftest import make_settings
-from support import sql, wait_until
+from support import require_tool, sql, wait_until
 from support.hostile import (
     DEFLATED,
     Case,
@@ -148,14 +148,39 @@ def test_deflate_bomb_is_refused_while_inflating(hostile_node, tmp_path):
 
 
 def test_size_limit_applies_while_the_instance_streams(hostile_node, tmp_path, caplog):
+    """Before: max_instance_mb was checked once the whole instance was in memory (a peak of
+    about 3x its size). A 48 MiB instance against a 2 MiB limit, sent by dcmtk's storescu
+    (another process, streaming from its file): refused, and the node never holds it."""
+    require_tool("storescu")
     ds = base_dataset(random.Random(3))
-    ds.Rows, ds.Columns = 1024, 1536
-    ds.PixelData = b"\0" * (1024 * 1536 * 2)  # 3 MiB > max_instance_mb 2
-    status = send_one(
-        hostile_node, tmp_path, Case("huge", part10(encode(ds), ds.SOPInstanceUID), "")
-    )
-    assert status == 0xA700
+    ds.Rows, ds.Columns = 4096, 6144
+    ds.PixelData = b"\0" * (4096 * 6144 * 2)  # 48 MiB > max_instance_mb 2
+    path = tmp_path / "huge.dcm"
+    path.write_bytes(part10(encode(ds), ds.SOPInstanceUID))
+    del ds
+    with allocation_peak_mb() as peak:
+        sent = subprocess.run(
+            ["storescu", "-v", "-aec", "MYONODE", "127.0.0.1", str(hostile_node.port), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "Refused: OutOfResources" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
+    assert peak[0] < 24
     assert "max_instance_mb" in caplog.text
+    assert stored_files(hostile_node) == set()
+
+
+def test_pixel_data_shorter_than_its_attributes_is_not_acknowledged(hostile_node, tmp_path):
+    """Before: instances whose Pixel Data was shorter than Rows x Columns x bits were
+    acknowledged 0x0000 (186 of them in the probe) and failed when measured."""
+    ds = base_dataset(random.Random(7))
+    ds.PixelData = ds.PixelData[:100]
+    status = send_one(
+        hostile_node, tmp_path, Case("short", part10(encode(ds), ds.SOPInstanceUID), "")
+    )
+    assert status is not None and status != 0x0000
+    assert not 0xA700 <= status <= 0xA7FF  # permanent: a sender must not retry it
     assert stored_files(hostile_node) == set()
 
 
