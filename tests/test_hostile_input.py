@@ -230,12 +230,12 @@ def test_the_nodes_own_work_is_not_idle_time(tmp_path, node_factory, ct_series):
     """Before: a C-STORE whose handler outlasted idle_timeout_s got its answer and then the
     association was aborted (pynetdicom's idle timer ran from the last PDU received). The
     node's own outcome hook is made slower than the idle timeout."""
-    node = node_factory(make_settings(tmp_path, **{"dicom.idle_timeout_s": 0.5}))
+    node = node_factory(make_settings(tmp_path, **{"dicom.idle_timeout_s": 1.0}))
     counted = node.receiver.on_outcome
 
     def slow(outcome) -> None:
         counted(outcome)
-        time.sleep(1.5)
+        time.sleep(2.0)
 
     node.receiver.on_outcome = slow
     ae = AE(ae_title="SLOWWORK")
