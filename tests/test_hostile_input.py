@@ -361,6 +361,14 @@ def test_fuzz_corpus_over_real_associations(hostile_node, tmp_path):
     assert answered >= 0.9 * len(cases), statuses
     assert "0x0000" not in statuses["deflate bomb"] and "0x0000" not in statuses["huge"]
     assert "0x0000" not in statuses["nesting"], statuses["nesting"]
+    # Before: permanent errors were answered 0xA700, which senders retry forever; only
+    # resource limits (size, inflated size) may get 0xA7xx now.
+    retryable = {
+        category: per
+        for category, per in statuses.items()
+        if category not in ("huge", "deflate bomb") and any(k.startswith("0xA7") for k in per)
+    }
+    assert not retryable, retryable
 
 
 def test_fifty_concurrent_senders_lose_nothing(tmp_path, node_factory, ct_series):
