@@ -1,7 +1,9 @@
 """The container deployment, checked as far as it can be without a Docker engine: the compose
 files are consistent with the images, the configuration files and each other; the images'
 build steps copy what exists and pin what the tests run; Orthanc accepts the compose
-configuration. (The bare-metal units are run for real in test_stack.py.)"""
+configuration. The shipped DICOM TLS setup (certificates made by the install's script, the
+node's dicom.tls, Orthanc's DicomTls* keys and UseDicomTls modality) is run with the real
+Orthanc. (The bare-metal units are run for real in test_stack.py.)"""
 
 from __future__ import annotations
 
