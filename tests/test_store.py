@@ -244,3 +244,33 @@ def test_prior_masses_come_from_earlier_studies_of_the_same_patient(store):
     assert store.study_status("5.2") == "done"
     assert [j.state for j in store.jobs(limit=None)] == ["done", "done"]
     assert len(store.jobs(limit=1)) == 1
+
+
+def test_receivers_committing_the_same_studies_at_once_never_deadlock(store):
+    """Two receivers (hosts, on PostgreSQL) whose group commits hold instances of the same
+    studies in opposite orders: every commit succeeds (rows are locked in one order)."""
+    location = store.dialect.url if store.path is None else store.path
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def receiver(order: int) -> None:
+        own = Index(location)
+        start.wait()
+        try:
+            for n in range(30):
+                batch = [
+                    (instance(uid, f"{uid}.1", n * 2 + order), STUDY, SERIES)
+                    for uid in ("6.1", "6.2")
+                ]
+                own.record_instances(batch[::-1] if order else batch)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        own.close()
+
+    threads = [threading.Thread(target=receiver, args=(order,)) for order in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert len(store.study_instances("6.1")) == len(store.study_instances("6.2")) == 60

@@ -113,8 +113,10 @@ class Index:
         """`record_instance` for several instances in one transaction (one commit, one fsync):
         the receiver's group commit across concurrent associations."""
         now = time.time()
+        # rows locked in one order, so receivers committing at once (PostgreSQL) never deadlock
+        ordered = sorted(entries, key=lambda e: (e[0].study_uid, e[0].series_uid, e[0].sop_uid))
         with self.transaction() as conn:
-            for record, study, series in entries:
+            for record, study, series in ordered:
                 self._record_instance(conn, record, study, series, now)
 
     @staticmethod
