@@ -147,10 +147,12 @@ class ClassicalMrEngine:
             if measured:
                 notes.append(f"Thigh station: both femurs found on {measured} slices.")
             else:
-                return _empty(
-                    volume,
+                notes.append(
                     "Neither a lumbar station (psoas either side of a vertebral body) nor a "
-                    "thigh station (two legs with their femurs) was recognised.",
+                    "thigh station (two legs with their femurs) was recognised."
+                )
+                return LabelMap(
+                    labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=notes
                 )
         labels = np.zeros(signal.shape, dtype=np.uint8)
         for value, (key, _structure) in enumerate(groups, start=1):
