@@ -53,6 +53,7 @@ from myonode.dicom.headers import json_value, routing_tags
 from myonode.receive.commit import GroupCommit
 from myonode.receive.limits import Limits, Malformed, TooLarge, check_structure
 from myonode.receive.transport import SpoolFile
+from myonode.store.dialect import StoreUnavailable
 from myonode.store.files import (
     OutOfSpace,
     ensure_free_space,
@@ -521,8 +522,15 @@ class Ingestor:
 
     def _forget(self, path: Path, sop_uid: str, renamed: bool) -> None:
         """Remove a file renamed into place whose index row did not commit: it was never
-        acknowledged, so it is never kept (an older row for the same UID keeps its file)."""
-        if renamed and self.index.instance_sha256(sop_uid) is None:
+        acknowledged, so it is never kept (an older row for the same UID keeps its file). A
+        store that cannot be asked (PostgreSQL down) holds no row written by this attempt."""
+        if not renamed:
+            return
+        try:
+            kept = self.index.instance_sha256(sop_uid) is not None
+        except StoreUnavailable:
+            kept = False
+        if not kept:
             path.unlink(missing_ok=True)
 
     def refuse_command(
