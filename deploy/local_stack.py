@@ -92,6 +92,11 @@ def write_configuration(directory: Path, args: argparse.Namespace) -> None:
     http_token = directory / "etc" / "http-token"  # the admin's copy, as the install keeps it
     http_token.write_text(token + "\n")
     http_token.chmod(0o600)
+    # DICOM TLS between Orthanc and the node, as the install makes it.
+    subprocess.run(
+        [REPO / "deploy" / "dicom-tls-certs.sh", directory / "etc" / "tls", "localhost"],
+        check=True,
+    )
     site = json.loads(relocate((REPO / "orthanc" / "site.json").read_text(), moves))
     site.update(
         DicomPort=args.orthanc_dicom_port,
@@ -99,7 +104,7 @@ def write_configuration(directory: Path, args: argparse.Namespace) -> None:
         RemoteAccessAllowed=False,
         StableAge=args.stable_seconds,
     )
-    site["DicomModalities"]["MYONODE"][2] = args.node_dicom_port
+    site["DicomModalities"]["MYONODE"]["Port"] = args.node_dicom_port
     site["MyoNode"]["NodeUrl"] = f"http://127.0.0.1:{args.node_http_port}"
     site["MyoNode"]["PollSeconds"] = min(site["MyoNode"]["PollSeconds"], 1)
     (orthanc_dir / "site.json").write_text(json.dumps(site, indent=2))

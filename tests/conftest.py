@@ -18,6 +18,7 @@ from myonode.core.config import Peer, Settings, load_settings
 from myonode.dicom.uids import derived_uid
 
 from support import HTTP_TOKEN
+from support.servers import PostgresServer
 
 
 @pytest.fixture
@@ -52,6 +53,24 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session; each test takes a database of its own."""
+    pytest.importorskip("psycopg", reason="psycopg (the scale extra) is not installed")
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request) -> str:
+    """`store.url` for each store the node supports: empty (SQLite in the data directory) and
+    a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres").create_database()
 
 
 @pytest.fixture

@@ -11,8 +11,12 @@ from pydicom.dataelem import DataElement
 from test_outputs import dciodvfy_errors
 
 from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.dispatch.scu import describe, send_files
 from myonode.encode import conform_copied_attributes
 from myonode.worker.runner import Runner
+
+from conftest import make_settings
+from support import sql
 
 # (charset file, Specific Character Set written in the CT series: None keeps the file's,
 # "" writes none at all)
@@ -117,3 +121,27 @@ def test_long_identity_reaches_the_outputs_byte_for_byte(tmp_path):
         specific = [line for line in errors if line != summary]
         assert any("Patient ID" in line for line in specific), errors
         assert all("Patient ID" in line or "Patient's Name" in line for line in specific), errors
+
+
+def test_a_multi_valued_accession_is_received_as_sent_and_output_as_one_value(
+    tmp_path, node_factory
+):
+    """AccessionNumber is SH of VM 1, but scanners send ACC1\\ACC2 for an examination done
+    for two orders. Before: refused 0xA700 (retried forever). Now it is acknowledged and
+    indexed as sent, and the outputs carry the first value, which dciodvfy accepts."""
+    array, geometry = abdomen_phantom(shape=(6, 64, 64), pixel_mm=5.0)
+    paths = write_ct_series(array, geometry, tmp_path / "ct", seed="two-orders")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.AccessionNumber = ["ACC1", "ACC2"]
+        ds.save_as(path)
+    node = node_factory(make_settings(tmp_path, **{"assemble.quiet_seconds": 3600}))
+    results = send_files([describe(p) for p in paths], "SCANNER", "MYONODE", "127.0.0.1", node.port)
+    assert [r.status for r in results] == [0x0000] * len(paths)
+    [study] = sql(node.index, "SELECT accession_number FROM studies")
+    assert study["accession_number"] == "ACC1\\ACC2"
+    output = Runner().run("ct_muscle", paths, tmp_path / "out", ["test: two orders"])
+    for file in output.files:
+        ds = pydicom.dcmread(file.path)
+        assert ds.AccessionNumber == "ACC1"
+        assert not [e for e in dciodvfy_errors(file.path) if "Accession" in e], file.path.name

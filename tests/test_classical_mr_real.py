@@ -62,6 +62,22 @@ def test_chaos_labels_nothing_in_front_of_the_back(mr_dir, engine, series):
         assert len(label_map.notes) >= 2, "an empty result must say why"
 
 
+@pytest.mark.parametrize("series", CHAOS[1:2])
+def test_chaos_rolled_on_the_table_labels_nothing_in_front(mr_dir, engine, series):
+    # The engine turns a rolled patient straight before its search (and the labels back):
+    # on the rolled series it must still keep to the back of the body.
+    from scipy import ndimage
+
+    volume = load_nifti(mr_dir / f"{series}.nii.gz")
+    view = canonical(volume.geometry)
+    turned = ndimage.rotate(view.view(volume.array), 10.0, axes=(1, 2), reshape=False, order=1)
+    rolled = Volume(np.ascontiguousarray(view.restore(turned)), volume.geometry)
+    label_map = engine.segment(rolled)
+    where = _posterior_fraction(rolled, label_map.labels)
+    assert (where >= 2 / 3).all(), (series, int((where < 2 / 3).sum()), label_map.notes)
+    assert any("rolled by" in note for note in label_map.notes), label_map.notes
+
+
 def test_fat_suppressed_series_is_refused_with_a_note(mr_dir, engine):
     label_map = engine.segment(load_nifti(mr_dir / "chaos11_t2spir.nii.gz"))
     assert not label_map.labels.any() and not label_map.structures

@@ -1,7 +1,9 @@
 """The container deployment, checked as far as it can be without a Docker engine: the compose
 files are consistent with the images, the configuration files and each other; the images'
 build steps copy what exists and pin what the tests run; Orthanc accepts the compose
-configuration. (The bare-metal units are run for real in test_stack.py.)"""
+configuration. The shipped DICOM TLS setup (certificates made by the install's script, the
+node's dicom.tls, Orthanc's DicomTls* keys and UseDicomTls modality) is run with the real
+Orthanc. (The bare-metal units are run for real in test_stack.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import yaml
 from myonode.app.auth import host_name, token_digest
 from myonode.core.config import load_settings
 
-from support import REPO, ArchiveOrthanc, free_port
+from conftest import make_settings
+from support import REPO, ArchiveOrthanc, free_port, require_tool, scanner_sends, sql, wait_until
 
 DOCKER = REPO / "deploy" / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
@@ -134,11 +137,37 @@ def test_compose_services_find_each_other():
     assert settings.peers["ORTHANC"].port == SITE["DicomPort"]
     assert settings.archive.dicomweb_url == f"http://myonode:{PASSWORD}@orthanc:8042/dicom-web"
     assert settings.viewer.public_url == "http://localhost:3000"
-    aet, host, port = SITE["DicomModalities"]["MYONODE"]
+    aet, host, port = SITE["DicomModalities"]["MYONODE"]  # plain DICOM on the compose network
     assert (aet, host, port) == (settings.dicom.ae_title, "node", settings.dicom.port)
+    assert not settings.dicom.tls.enabled
     assert SITE["MyoNode"]["NodeUrl"] == f"http://node:{settings.http.port}"
     with pytest.raises(KeyError, match="ORTHANC_PASSWORD"):
         interpolate(COMPOSE["services"]["orthanc"]["environment"]["ORTHANC_PASSWORD"], {})
+
+
+def test_scale_out_roles_share_the_postgres_and_redis_services():
+    """Every role of the scale-out compose file opens the same PostgreSQL store and broker, by
+    service name, and the password comes from .env (never a default)."""
+    scale = yaml.safe_load((DOCKER / "docker-compose.scale.yml").read_text())
+    services = scale["services"]
+    env = {
+        "POSTGRES_PASSWORD": PASSWORD,
+        "ORTHANC_PASSWORD": PASSWORD,
+        "MYONODE_HTTP_TOKEN_SHA256": token_digest(TOKEN),
+    }
+    for name in ("node", "worker"):
+        merged = {**COMPOSE["services"].get(name, {}).get("environment", {})}
+        merged.update(services[name]["environment"])  # compose merges the files' environments
+        environ = {k: interpolate(v, env) for k, v in merged.items()}
+        settings = load_settings(DOCKER / "myonode.yaml", environ=environ)
+        assert settings.store.url == f"postgresql://myonode:{PASSWORD}@postgres:5432/myonode"
+        assert settings.queue.kind == "celery" and "//redis:" in settings.queue.broker_url
+        assert {"postgres", "redis"} <= set(services[name]["depends_on"])
+    postgres = services["postgres"]["environment"]
+    assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == ("myonode", "myonode")
+    assert "postgres-data" in scale["volumes"]
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(postgres["POSTGRES_PASSWORD"], {})
 
 
 def test_gpu_variant_reserves_a_gpu_and_builds_cuda_torch():
@@ -199,5 +228,104 @@ def test_orthanc_accepts_the_compose_configuration(tmp_path):
         assert client.get_modalities_id_configuration("MYONODE")["Host"] == "node"
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"{orthanc.url}/dicom-web/studies")
+    finally:
+        orthanc.stop()
+
+
+def shipped_tls(tls_dir: Path) -> tuple[dict[str, object], dict[str, object]]:
+    """The node's dicom.tls and allow-list (deploy/myonode.yaml) and Orthanc's DicomTls* keys
+    and MYONODE modality (orthanc/site.json), with /etc/myonode/tls moved to `tls_dir`."""
+    dicom = yaml.safe_load((REPO / "deploy" / "myonode.yaml").read_text())["dicom"]
+    node = {f"tls.{k}": v for k, v in dicom["tls"].items()}
+    node["allowed_calling_aets"] = dicom["allowed_calling_aets"]
+    site = json.loads((REPO / "orthanc" / "site.json").read_text())
+
+    def moved(value: object) -> object:
+        return value.replace("/etc/myonode/tls", str(tls_dir)) if isinstance(value, str) else value
+
+    orthanc = {k: moved(v) for k, v in site.items() if k.startswith("DicomTls")}
+    orthanc["DicomModalities"] = site["DicomModalities"]
+    return {k: moved(v) for k, v in node.items()}, orthanc
+
+
+def test_shipped_configuration_turns_dicom_tls_on_for_the_node_only():
+    """The node listens with DICOM TLS and verifies its senders; Orthanc sends to it over TLS
+    (per-modality UseDicomTls) while Orthanc's own port stays plain for scanners."""
+    node, orthanc = shipped_tls(Path("/etc/myonode/tls"))
+    assert node["tls.enabled"] and node["tls.verify_clients"]
+    [orthanc_entry] = node["allowed_calling_aets"]  # Orthanc only, bound to its certificate
+    assert orthanc_entry["ae_title"] == "ORTHANC" and orthanc_entry["certificate"]
+    assert orthanc["DicomTlsEnabled"] is False
+    assert orthanc["DicomModalities"]["MYONODE"]["UseDicomTls"] is True
+    assert orthanc["DicomTlsTrustedCertificates"] == "/etc/myonode/tls/myonode.crt"
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert "deploy/dicom-tls-certs.sh /etc/myonode/tls" in readme
+
+
+def test_orthanc_forwards_to_the_node_over_dicom_tls(tmp_path, node_factory, ct_series):
+    """The shipped TLS setup run for real: certificates made by deploy/dicom-tls-certs.sh,
+    the node with deploy/myonode.yaml's dicom.tls, Orthanc 1.10 with site.json's DicomTls*
+    keys and MYONODE modality. A scanner stores into Orthanc without TLS, Orthanc's plugin
+    forwards the stable study to the node over TLS; the node refuses plain associations, and
+    TLS ones without Orthanc's certificate (the shipped allow-list binds ORTHANC to it)."""
+    require_tool("openssl")
+    require_tool("echoscu")
+    tls_dir = tmp_path / "tls"
+    subprocess.run([REPO / "deploy" / "dicom-tls-certs.sh", tls_dir, "localhost"], check=True)
+    node_tls, orthanc_tls = shipped_tls(tls_dir)
+    dicom_port, http_port = free_port(), free_port()
+    modality = {**orthanc_tls.pop("DicomModalities")["MYONODE"], "Host": "127.0.0.1"}
+    modality["Port"] = dicom_port
+    orthanc = ArchiveOrthanc(
+        tmp_path / "orthanc",
+        dicom_port,
+        http_port,
+        extra={**orthanc_tls, "DicomModalities": {"MYONODE": modality}},
+    ).start()
+    try:
+        settings = make_settings(
+            tmp_path,
+            **{
+                "dicom.port": dicom_port,
+                "http.port": http_port,
+                "assemble.quiet_seconds": 3600,
+                **{f"dicom.{key}": value for key, value in node_tls.items()},
+            },
+        )
+        node = node_factory(settings)
+        scanner_sends(ct_series, "ORTHANC", orthanc.dicom_port)  # Orthanc's port: plain
+        wait_until(
+            lambda: len(sql(node.index, "SELECT sop_uid FROM instances")) == len(ct_series),
+            timeout=60,
+            interval=0.3,
+        )
+        plain = subprocess.run(
+            ["echoscu", "-aet", "ORTHANC", "-aec", "MYONODE", "127.0.0.1", str(dicom_port)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert plain.returncode != 0
+        other = tmp_path / "other"  # a certificate the node does not trust, as AE ORTHANC
+        subprocess.run([REPO / "deploy" / "dicom-tls-certs.sh", other, "x"], check=True)
+        foreign = subprocess.run(
+            [
+                *("echoscu", "+tls", other / "orthanc.key", other / "orthanc.crt"),
+                *("+cf", tls_dir / "myonode.crt", "-aet", "ORTHANC", "-aec", "MYONODE"),
+                *("127.0.0.1", str(dicom_port)),
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        assert foreign.returncode != 0
+        trusted = subprocess.run(
+            [
+                *("echoscu", "+tls", tls_dir / "orthanc.key", tls_dir / "orthanc.crt"),
+                *("+cf", tls_dir / "myonode.crt", "-aet", "ORTHANC", "-aec", "MYONODE"),
+                *("127.0.0.1", str(dicom_port)),
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        assert trusted.returncode == 0, trusted.stderr
     finally:
         orthanc.stop()

@@ -24,7 +24,7 @@ from pynetdicom import AE, evt
 from myonode.dispatch.scu import describe, send_files
 
 from conftest import make_settings
-from support import sql, wait_until
+from support import require_tool, sql, wait_until
 from support.hostile import (
     DEFLATED,
     Case,
@@ -148,14 +148,38 @@ def test_deflate_bomb_is_refused_while_inflating(hostile_node, tmp_path):
 
 
 def test_size_limit_applies_while_the_instance_streams(hostile_node, tmp_path, caplog):
+    """Before: max_instance_mb was checked once the whole instance was in memory (a peak of
+    about 3x its size). A 48 MiB instance against a 2 MiB limit, sent by dcmtk's storescu
+    (another process, streaming from its file): refused, and the node never holds it."""
+    require_tool("storescu")
     ds = base_dataset(random.Random(3))
-    ds.Rows, ds.Columns = 1024, 1536
-    ds.PixelData = b"\0" * (1024 * 1536 * 2)  # 3 MiB > max_instance_mb 2
-    status = send_one(
-        hostile_node, tmp_path, Case("huge", part10(encode(ds), ds.SOPInstanceUID), "")
-    )
-    assert status == 0xA700
+    ds.Rows, ds.Columns = 4096, 6144
+    ds.PixelData = b"\0" * (4096 * 6144 * 2)  # 48 MiB > max_instance_mb 2
+    path = tmp_path / "huge.dcm"
+    path.write_bytes(part10(encode(ds), ds.SOPInstanceUID))
+    del ds
+    with allocation_peak_mb() as peak:
+        sent = subprocess.run(
+            ["storescu", "-v", "-aec", "MYONODE", "127.0.0.1", str(hostile_node.port), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "Refused: OutOfResources" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
+    assert peak[0] < 24
     assert "max_instance_mb" in caplog.text
+    assert stored_files(hostile_node) == set()
+
+
+def test_an_instance_cut_short_in_its_pixel_data_is_not_acknowledged(hostile_node, tmp_path):
+    """Before: a data set whose stream ended inside its Pixel Data (fewer bytes than Rows x
+    Columns x bits, and than the element's own length) was acknowledged 0x0000: 131 of the
+    fixed-seed corpus's truncated instances were stored undecodable."""
+    ds = base_dataset(random.Random(7))
+    data = encode(ds)[:-100]  # Pixel Data is the last element: 412 of its 512 bytes arrive
+    status = send_one(hostile_node, tmp_path, Case("cut", part10(data, ds.SOPInstanceUID), ""))
+    assert status is not None and status != 0x0000
+    assert not 0xA700 <= status <= 0xA7FF  # permanent: a sender must not retry it
     assert stored_files(hostile_node) == set()
 
 
@@ -202,7 +226,35 @@ def test_idle_associations_are_dropped_and_do_not_lock_others_out(tmp_path, node
     assert all(not a.is_established for a in idle)
 
 
+def test_the_nodes_own_work_is_not_idle_time(tmp_path, node_factory, ct_series):
+    """Before: a C-STORE whose handler outlasted idle_timeout_s got its answer and then the
+    association was aborted (pynetdicom's idle timer ran from the last PDU received). The
+    node's own outcome hook is made slower than the idle timeout."""
+    node = node_factory(make_settings(tmp_path, **{"dicom.idle_timeout_s": 1.0}))
+    counted = node.receiver.on_outcome
+
+    def slow(outcome) -> None:
+        counted(outcome)
+        time.sleep(2.0)
+
+    node.receiver.on_outcome = slow
+    ae = AE(ae_title="SLOWWORK")
+    ae.add_requested_context(str(pydicom.dcmread(ct_series[0]).SOPClassUID))
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="MYONODE")
+    assert assoc.is_established
+    try:
+        for path in ct_series[:2]:  # the second C-STORE needs the association still up
+            status = assoc.send_c_store(pydicom.dcmread(path))
+            assert status and status.Status == 0x0000
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    assert not assoc.is_aborted
+
+
 def test_limits_per_calling_ae_and_per_address(tmp_path, node_factory):
+    """Before: no limit per calling AE or address (a third association from one AE was
+    accepted); only the global maximum."""
     node = node_factory(
         make_settings(
             tmp_path,
@@ -231,6 +283,7 @@ def test_limits_per_calling_ae_and_per_address(tmp_path, node_factory):
 
 
 def test_listen_backlog_is_the_configured_one(tmp_path, node_factory):
+    """Before: the listen backlog was socketserver's 5."""
     if shutil.which("ss") is None:
         pytest.skip("ss (iproute2) not installed")
     node = node_factory(make_settings(tmp_path, **{"dicom.listen_backlog": 77}))
@@ -241,6 +294,8 @@ def test_listen_backlog_is_the_configured_one(tmp_path, node_factory):
 
 
 def test_allow_list_binds_ae_title_to_a_network(tmp_path, node_factory, ct_series):
+    """Before: the allow-list matched AE titles only (a spoofed title from any host was
+    stored); an entry could not name a network."""
     elsewhere = node_factory(
         make_settings(
             tmp_path / "a",
@@ -264,6 +319,7 @@ def test_allow_list_binds_ae_title_to_a_network(tmp_path, node_factory, ct_serie
 
 
 def test_called_ae_title_is_checked(node_factory, settings):
+    """Before: any called AE title was accepted."""
     node = node_factory(settings)
     ae = AE(ae_title="SCANNER")
     ae.add_requested_context("1.2.840.10008.1.1")
@@ -305,6 +361,14 @@ def test_fuzz_corpus_over_real_associations(hostile_node, tmp_path):
     assert answered >= 0.9 * len(cases), statuses
     assert "0x0000" not in statuses["deflate bomb"] and "0x0000" not in statuses["huge"]
     assert "0x0000" not in statuses["nesting"], statuses["nesting"]
+    # Before: permanent errors were answered 0xA700, which senders retry forever; only
+    # resource limits (size, inflated size) may get 0xA7xx now.
+    retryable = {
+        category: per
+        for category, per in statuses.items()
+        if category not in ("huge", "deflate bomb") and any(k.startswith("0xA7") for k in per)
+    }
+    assert not retryable, retryable
 
 
 def test_fifty_concurrent_senders_lose_nothing(tmp_path, node_factory, ct_series):

@@ -106,8 +106,8 @@ def test_an_older_outbox_learns_the_failed_state(tmp_path):
     Index(path).close()
     conn = sqlite3.connect(path)
     schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
-    conn.executescript(
-        "DROP TABLE outbox;" + schema.replace(", 'failed'", "") + ";"
+    conn.executescript(  # as an index written before schema versions were recorded
+        "DROP TABLE schema_migrations; DROP TABLE outbox;" + schema.replace(", 'failed'", "") + ";"
         "INSERT INTO outbox (study_uid, sop_uid, sop_class_uid, path, destination, state,"
         " next_attempt_at, created_at) VALUES ('1.2', '1.2.3', '1.2.4', '/x', 'PACS',"
         " 'pending', 0, 0);"

@@ -1,8 +1,10 @@
-"""The index's schema changes keep existing data."""
+"""The index's schema changes keep existing data: an SQLite index written before versions were
+recorded opens, gains what it lacks and records its versions."""
 
 import sqlite3
 
 from myonode.store.index import Index
+from myonode.store.migrations import MIGRATIONS
 
 from support import sql
 
@@ -43,6 +45,9 @@ def test_an_older_outbox_gains_the_withheld_state_and_keeps_its_rows(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.executescript(OUTBOX_BEFORE_WITHHELD)
     index = Index(path)
+    versions = sql(index, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [v["version"] for v in versions] == [m.version for m in MIGRATIONS]
+    assert "submitted_at" in {c["name"] for c in sql(index, "PRAGMA table_info(jobs)")}
     [row] = sql(index, "SELECT * FROM outbox")
     assert (row["id"], row["sop_uid"], row["attempts"], row["last_error"]) == (
         7,

@@ -1,12 +1,17 @@
 """Validation and storage of single instances, without the network."""
 
+import errno
+import hashlib
 import io
 import logging
+import os
+from pathlib import Path
 
 import pydicom
 import pytest
 
 from myonode.receive.ingest import Ingestor, Status
+from myonode.receive.transport import SpoolFile
 from myonode.store.index import Index
 
 from conftest import make_settings
@@ -124,3 +129,67 @@ def test_size_limit_and_free_space_reserve(tmp_path, ct_series):
     full = make_settings(tmp_path, **{"storage.min_free_mb": 2**40})
     outcome = Ingestor(full, Index(full.index_path)).ingest(ct_series[0].read_bytes())
     assert outcome.status == Status.OUT_OF_RESOURCES and "reserve" in outcome.reason
+
+
+def spool(ingestor: Ingestor, data: bytes, spool_class: type[SpoolFile] = SpoolFile) -> SpoolFile:
+    """A data set streamed into the instance store as the receiver's DUL thread writes it."""
+    spooled = spool_class(ingestor.root, ingestor.limits.max_bytes)
+    spooled.write(data)
+    return spooled
+
+
+def test_spooled_new_and_changed_instances_are_stored_whole(ingestor, ct_series):
+    """A new name is renamed before its fsync ends (the directory syncs alongside); a changed
+    re-send replaces the stored file only after its own fsync. Either way the stored bytes
+    and the index row are those of the last acknowledged C-STORE, and no spool file is left."""
+    data = ct_series[0].read_bytes()
+    first = ingestor.ingest_spooled(spool(ingestor, data))
+    assert first.ok and not first.duplicate
+    ds = pydicom.dcmread(ct_series[0])
+    ds.SeriesDescription = "corrected"
+    changed = encode(ds)
+    replaced = ingestor.ingest_spooled(spool(ingestor, changed))
+    assert replaced.ok and not replaced.duplicate
+    rows = sql(ingestor.index, "SELECT path, sha256 FROM instances")
+    assert len(rows) == 1
+    assert Path(rows[0]["path"]).read_bytes() == changed
+    assert rows[0]["sha256"] == hashlib.sha256(changed).hexdigest()
+    assert not list(ingestor.root.rglob(".incoming-*"))
+
+
+class _FailingDisk(SpoolFile):
+    def fsync(self) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_spooled_instance_whose_fsync_fails_is_refused_without_trace(ingestor, ct_series):
+    """An fsync error (the disk lost the write) refuses with 0xA700, after the early rename
+    too: no file under the instance store and no index row."""
+    outcome = ingestor.ingest_spooled(spool(ingestor, ct_series[0].read_bytes(), _FailingDisk))
+    assert outcome.status == Status.OUT_OF_RESOURCES and "Input/output error" in outcome.reason
+    assert sql(ingestor.index, "SELECT * FROM instances") == []
+    assert [p for p in ingestor.root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("sync_files", [True, False])
+def test_file_syncs_by_default_and_only_the_index_when_told(
+    tmp_path, ct_series, sync_files, monkeypatch
+):
+    """By default every stored file and its directory are fsynced before the answer;
+    `storage.sync_instance_files: false` (Orthanc's durability, for comparisons) syncs only
+    the index (SQLite syncs its own files, not through os.fsync)."""
+    settings = make_settings(tmp_path, **{"storage.sync_instance_files": sync_files})
+    ingestor = Ingestor(settings, Index(settings.index_path))
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    outcomes = [ingestor.ingest_spooled(spool(ingestor, p.read_bytes())) for p in ct_series]
+    monkeypatch.undo()
+    assert all(outcome.ok for outcome in outcomes)
+    assert len(sql(ingestor.index, "SELECT * FROM instances")) == len(ct_series)
+    assert len(synced) == (2 * len(ct_series) if sync_files else 0)

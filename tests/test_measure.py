@@ -76,6 +76,42 @@ def shoelace(points: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
+def test_each_structure_measured_in_its_box_as_on_the_whole_volume():
+    # Structures in separate corners, one split in two parts, one absent, one label absent
+    # from `structures`: every figure equals the whole-volume computation.
+    rng = np.random.default_rng(3)
+    labels = np.zeros((9, 30, 40), np.uint8)
+    labels[1:4, 2:9, 3:12] = 1
+    labels[5:8, 20:28, 25:38] = 2
+    labels[2, 20:23, 2:5] = 2
+    labels[6:9, 1:6, 30:33] = 4
+    labels[rng.random(labels.shape) < 0.05] = 0
+    hu = rng.normal(40.0, 20.0, labels.shape)
+    water, fat = rng.random(labels.shape) * 100, rng.random(labels.shape) * 30
+    keys = ["erector_spinae_left", "erector_spinae_right", "psoas_left"]
+    structures = {label: STRUCTURES[key] for label, key in zip((1, 2, 3), keys, strict=True)}
+    geometry = grid((0.7, 0.8, 2.0))
+    measured = measure_structures(
+        labels, structures, geometry, attenuation=hu, water=water, fat=fat, l3_slice=6
+    )
+    fractions = fat_fraction_percent(water, fat)
+    for m in measured:
+        mask = labels == m.label
+        assert m.voxel_count == mask.sum()
+        assert m.area_at_l3_cm2 == mask[6].sum() * (0.7 * 0.8) / 100
+        if not mask.any():
+            assert m.voxel_count == 0 and m.attenuation is None and m.max_area is None
+            continue
+        assert m.attenuation.mean == hu[mask].mean()
+        assert m.attenuation.sd == hu[mask].std(ddof=1)
+        assert m.fat_fraction.mean == fractions[mask].mean()
+        areas = mask.sum(axis=(1, 2))
+        assert m.max_area.slice_index == int(np.argmax(areas))
+        assert m.max_area.area_cm2 == areas.max() * (0.7 * 0.8) / 100
+        assert np.array_equal(m.max_area.outline, outline(mask[m.max_area.slice_index]))
+    assert [m.voxel_count > 0 for m in measured] == [True, True, False]
+
+
 @pytest.mark.parametrize("shape", ["ring", "two parts", "at the border", "single pixel"])
 def test_outline_encloses_the_region_with_its_holes_and_parts(shape):
     j, i = np.mgrid[0:60, 0:60]

@@ -9,9 +9,12 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from myonode.app.demo.synthetic import Patient, abdomen_phantom, write_ct_series
+from myonode.core.types import LabelMap
 from myonode.core.volume import Geometry, load_nifti, load_series, with_positive_axes
+from myonode.dicom.anatomy import STRUCTURES
 from myonode.dicom.codes import QC_VALUES, QC_VERDICT
 from myonode.encode import conform_copied_attributes
+from myonode.encode.seg import segment_numbers
 from myonode.infer.engines.threshold import ThresholdMuscleEngine
 from myonode.measure.results import result_rows, rows_from_sr
 from myonode.worker.runner import Runner
@@ -246,3 +249,17 @@ def test_copied_attributes_invalid_for_their_vr_are_left_out(caplog):
     assert ds.PatientWeight == 70.5 and ds.PatientSex == "F"
     assert ds.PatientID == "" and ds.AccessionNumber == ""  # absent Type 2: present, empty
     assert "PatientAge '62'" in caplog.text and "StudyDate '2020-01-31'" in caplog.text
+
+
+def test_segments_are_numbered_for_the_labels_present_in_order():
+    # Labels counted slice by slice, as np.unique finds them; absent ones get no segment.
+    labels = np.zeros((4, 6, 6), dtype=np.uint8)
+    labels[0, 1, 1], labels[3, 5, 5], labels[2, 0, 3] = 9, 4, 9
+    keys = ("psoas_left", "psoas_right", "erector_spinae_left")
+    structures = {n: STRUCTURES[key] for n, key in zip((2, 4, 9), keys, strict=True)}
+    label_map = LabelMap(labels, structures)
+    assert label_map.present() == set(np.unique(labels).tolist()) == {0, 4, 9}
+    assert segment_numbers(label_map) == {4: 1, 9: 2}
+    for values in ([4], [9, 0], [2, 300]):
+        assert np.array_equal(label_map.mask_of(values), np.isin(labels, values))
+    assert LabelMap(labels[:, :0], structures).present() == set()

@@ -1,6 +1,7 @@
-"""The job queue seam with the embedded queue and the SQLite store: a job whose worker dies
-every time ends failed with that reason, a worker that cannot read a job's files says which,
-and a broker that cannot be reached leaves routed jobs waiting in the store, not lost."""
+"""The job queue seam with the embedded queue, on the SQLite and the PostgreSQL store: a job
+whose worker dies every time ends failed with that reason, a worker that cannot read a job's
+files says which, and a broker that cannot be reached leaves routed jobs waiting in the store,
+not lost."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from support import free_port
 
 
 @pytest.fixture
-def routed(tmp_path: Path, ct_series: list[Path]):
+def routed(tmp_path: Path, ct_series: list[Path], store_url: str):
     """The phantom series ingested and routed: one queued ct_muscle job in a fresh store."""
-    settings = offline_settings(tmp_path / "node", load_settings(environ={}))
-    index = Index(settings.index_path)
+    settings = offline_settings(
+        tmp_path / "node", load_settings(environ={}, overrides={"store.url": store_url})
+    )
+    index = Index(settings.store_location)
     ingestor = Ingestor(settings, index)
     for path in ct_series:
         assert ingestor.ingest(path.read_bytes()).ok
@@ -60,6 +63,9 @@ def test_a_worker_that_cannot_read_the_instances_fails_the_job_naming_the_path(r
     assert str(missing) in job.error and "shared storage mounted" in job.error
 
 
+# SQLite only: the broker's connection retries, not the store, take this test's time; the
+# PostgreSQL store keeps jobs while Redis is down in test_scaleout.
+@pytest.mark.parametrize("store_url", [""], ids=["sqlite"])
 def test_jobs_routed_while_the_broker_is_down_wait_in_the_store(routed):
     pytest.importorskip("celery", reason="the scale-out extra (celery[redis]) is not installed")
     from myonode.core.config import QueueSettings

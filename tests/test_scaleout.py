@@ -1,7 +1,8 @@
 """Scale-out on real components: Debian redis-server as the Celery broker, the node's receiver,
 router and dispatcher in one process, and Celery worker processes (`myonode serve --role
 worker`) sharing its store and storage path. A worker killed mid-job and a broker restarted
-mid-batch lose nothing and run nothing twice to a different result."""
+mid-batch lose nothing and run nothing twice to a different result; the same on a real
+PostgreSQL store, where the receiver refuses what it cannot index while PostgreSQL is down."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 from myonode.app.demo.synthetic import abdomen_phantom, write_ct_series
 from myonode.app.service import Node
 from myonode.core.config import Peer
+from myonode.dispatch.scu import describe, send_files
+from myonode.queue.celery import QUEUE, TASK, celery_app
 
 from conftest import make_settings
 from support import (
@@ -23,7 +26,7 @@ from support import (
     sql,
     wait_until,
 )
-from support.servers import CeleryWorker, RedisServer
+from support.servers import CeleryWorker, PostgresServer, RedisServer
 
 pytest.importorskip("celery", reason="the scale-out extra (celery[redis]) is not installed")
 
@@ -50,9 +53,15 @@ def stack(tmp_path, redis, storescp, request):
     """The node's front roles in this process, and a factory for worker processes. The broker
     hands out a vanished worker's job again after the test's `visibility_timeout_s` mark."""
     mark = request.node.get_closest_marker("visibility_timeout_s")
+    store_url = (
+        request.getfixturevalue("postgres").create_database()
+        if "postgres" in request.fixturenames
+        else ""
+    )
     settings = make_settings(
         tmp_path,
         **{
+            "store.url": store_url,
             "queue.kind": "celery",
             "queue.broker_url": redis.url,
             "queue.visibility_timeout_s": mark.args[0] if mark else 3600,
@@ -137,3 +146,90 @@ def test_redis_restarted_mid_batch_every_study_processed_exactly_once(
     assert len({r["study_uid"] for r in outputs}) == 3
     # the peer got each output once, under its deterministic UID
     assert len(storescp.files()) == 3 * len(RESULT_MODALITIES)
+
+
+@pytest.mark.visibility_timeout_s(20)
+def test_on_postgresql_a_killed_worker_and_a_broker_restart_lose_nothing(
+    tmp_path, postgres, stack, redis, storescp
+):
+    """Both failures of the two tests above in one batch, on PostgreSQL: study a's worker is
+    killed mid-job, the broker is down while study b arrives; both come back as SEG + SR once.
+    Then PostgreSQL goes down while a job message reaches the worker: it waits, not lost."""
+    node, worker = stack
+    assert node.index.dialect.name == "postgresql"
+    first = worker()
+    scanner_sends(study(tmp_path, "a"), node.settings.dicom.ae_title, node.port)
+    wait_until(lambda: [j for j in jobs(node) if j["state"] == "running"], JOB_TIMEOUT_S)
+    second = worker()
+    first.kill()
+    redis.stop()
+    scanner_sends(study(tmp_path, "b"), node.settings.dicom.ae_title, node.port)
+    wait_until(lambda: len(jobs(node)) == 2, JOB_TIMEOUT_S)
+    assert jobs(node)[1]["submitted_at"] is None  # waits in the store for the broker
+    redis.start()
+
+    wait_until(
+        lambda: (
+            [j["state"] for j in jobs(node)] == ["done"] * 2
+            and sql(node.index, "SELECT COUNT(*) AS n FROM outbox WHERE state = 'sent'")[0]["n"]
+            == 2 * len(RESULT_MODALITIES)
+        ),
+        JOB_TIMEOUT_S,
+    )
+    assert [j["attempts"] for j in jobs(node)] == [2, 1]  # a: killed, then run by the other
+    assert second.process is not None and second.process.poll() is None
+    outputs = sql(node.index, "SELECT sop_uid, study_uid FROM outbox")
+    assert len({r["sop_uid"] for r in outputs}) == 2 * len(RESULT_MODALITIES)
+    assert len(storescp.files()) == 2 * len(RESULT_MODALITIES)
+    assert sorted(set(received_modalities(storescp))) == RESULT_MODALITIES
+
+    # PostgreSQL down while a worker waits: a job message that arrives then is not dropped
+    # (it is tried again until the store is back); here a late duplicate of job a, skipped
+    done = jobs(node)
+    postgres.stop()
+    celery_app(node.settings.queue).send_task(TASK, args=[done[0]["id"]], queue=QUEUE)
+    log = tmp_path / "worker-1.log"
+    wait_until(lambda: "retry: Retry in" in log.read_text(), 120)
+    postgres.start()
+    wait_until(lambda: "'skipped'" in log.read_text(), 120)
+    assert jobs(node) == done  # nothing ran twice
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test's own, to stop and start."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def receiver(tmp_path, own_postgres):
+    """The receiver role alone, on the test's own PostgreSQL."""
+    settings = make_settings(tmp_path, **{"store.url": own_postgres.create_database()})
+    node = Node(settings, roles=("receiver",))
+    node.start()
+    yield node
+    node.stop()
+
+
+def test_with_postgresql_down_the_receiver_refuses_and_keeps_no_file(
+    tmp_path, own_postgres, receiver
+):
+    node, settings = receiver, receiver.settings
+    first, second = study(tmp_path, "a")[:2]
+    own_postgres.stop()
+
+    [refused] = send_files([describe(first)], "SCANNER", "MYONODE", "127.0.0.1", node.port)
+    # 0xC000 "cannot read: PostgreSQL at ... unreachable", never a success
+    assert not refused.ok and refused.status is not None and refused.status >= 0xA000
+    assert "PostgreSQL" in refused.comment
+    assert [p for p in settings.instances_dir.rglob("*") if p.is_file()] == []
+
+    own_postgres.start()
+    results = send_files(
+        [describe(p) for p in (first, second)], "SCANNER", "MYONODE", "127.0.0.1", node.port
+    )
+    assert [r.ok for r in results] == [True, True]
+    stored = sql(node.index, "SELECT sop_uid, path FROM instances")
+    assert len(stored) == 2 and all(Path(r["path"]).is_file() for r in stored)

@@ -167,6 +167,16 @@ def test_the_units_commands_run_the_archive_node_and_viewer(stack):
         assert command in output
     health = get_json(f"{stack['node']}/api/health", stack["token"])
     assert health["status"] == "ok" and health["counts"]["outbox"] == {"sent": 3}
+    # DICOM TLS is on as installed: Orthanc forwarded the study over it (UseDicomTls), and
+    # the node's listener refuses plain DICOM.
+    require_tool("echoscu")
+    node_dicom = str(stack["ports"]["node_dicom"])
+    plain = subprocess.run(
+        ["echoscu", "-aet", "ORTHANC", "-aec", "MYONODE", "127.0.0.1", node_dicom],
+        capture_output=True,
+        timeout=30,
+    )
+    assert plain.returncode != 0
     # Authentication is on as installed: without the token, the API and the viewer refuse.
     for url in (f"{stack['node']}/api/studies", f"{stack['viewer']}/dicom-web/studies"):
         with pytest.raises(urllib.error.HTTPError, match="401"):

@@ -32,6 +32,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def _index(settings: Settings) -> Index | None:
+    """The node's store (PostgreSQL, or the SQLite index in data_dir); None, with the reason
+    printed, when there is no SQLite index yet (the node has not run with this data_dir)."""
+    if not settings.store.url and not settings.index_path.exists():
+        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        return None
+    return Index(settings.store_location)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from myonode.app.service import ROLES, Node
 
@@ -128,11 +137,9 @@ def _decision_json(row) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if not settings.index_path.exists():
-        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+    index = _index(_settings(args))
+    if index is None:
         return 1
-    index = Index(settings.index_path)
     studies = [
         {**dict(listing.study), "n": listing.instances}
         for listing in index.recent_studies(args.limit)
@@ -220,15 +227,14 @@ _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d+)$"
 
 
 def cmd_reroute(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if not settings.index_path.exists():
-        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+    index = _index(_settings(args))
+    if index is None:
         return 1
     if not args.study and not args.not_routed:
         err.print("name studies by UID, or --not-routed for every study without a job")
         return 2
     try:
-        studies = Index(settings.index_path).reroute(args.study, args.not_routed)
+        studies = index.reroute(args.study, args.not_routed)
     except KeyError as exc:
         err.print(exc.args[0])
         return 1
@@ -245,8 +251,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from myonode.store.retention import prune
 
     settings = _settings(args)
-    if not settings.index_path.exists():
-        err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+    index = _index(settings)
+    if index is None:
         return 1
     retention = settings.storage.retention
     keep_days = retention.keep_days if args.keep_days is None else args.keep_days
@@ -255,7 +261,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         err.print("nothing to prune by: set storage.retention, or --keep-days / --free-mb")
         return 2
     report = prune(
-        Index(settings.index_path),
+        index,
         settings.instances_dir,
         settings.results_dir,
         keep_days,
@@ -420,11 +426,10 @@ def cmd_results(args: argparse.Namespace) -> int:
             err.print(f"[red]{exc}[/]")
             return 1
     else:
-        settings = _settings(args)
-        if not settings.index_path.exists():
-            err.print(f"no index at {settings.index_path}: the node has not run with this data_dir")
+        index = _index(_settings(args))
+        if index is None:
             return 1
-        records = Index(settings.index_path).query_results(wanted)
+        records = index.query_results(wanted)
     if args.format == "json":
         print(json.dumps(as_dicts(records), indent=2))
     elif args.format == "csv":
@@ -453,12 +458,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for study_uid, rows in sorted(studies.items()):
             routings.append(route_rows(study_uid, rows, profiles, version_of))
     else:
-        if not settings.index_path.exists():
+        if not settings.store.url and not settings.index_path.exists():
             err.print(f"{args.study} is not a path, and there is no index at {settings.index_path}")
             return 1
-        index = Index(settings.index_path)
+        index = Index(settings.store_location)
         if index.study(args.study) is None:
-            err.print(f"study {args.study} is not in the index {settings.index_path}")
+            err.print(f"study {args.study} is not in the index {index.location}")
             return 1
         routings.append(
             route_indexed_study(index, args.study, profiles, version_of, index.job_done_for)

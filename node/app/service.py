@@ -65,8 +65,10 @@ class Node:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         self.settings = settings
         self.roles = set(roles)
-        prepare_data_dir(settings.storage.data_dir, settings.index_path)
-        self.index = Index(settings.index_path)
+        prepare_data_dir(
+            settings.storage.data_dir, None if settings.store.url else settings.index_path
+        )
+        self.index = Index(settings.store_location)
         self.queue = job_queue(self.index, settings)
         self.profiles = load_profiles(profile_dirs(settings.routing.profiles_dir))
         self.runner = Runner(

@@ -196,6 +196,30 @@ class StorageSettings(_Section):
         description="Refuse new instances (0xA700) when less than this is free on the disk.",
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    sync_instance_files: bool = Field(
+        default=True,
+        description="fsync each received file and its directory before acknowledging. false "
+        "syncs only the index, as Orthanc 1.10 does: faster, but after a power cut the index "
+        "may name instances whose bytes were lost. For comparisons, not for patient data.",
+    )
+
+
+class StoreSettings(_Section):
+    """Where the node keeps its index (studies, jobs, outbox): the SQLite file in
+    `storage.data_dir` by default (one host), or PostgreSQL shared by roles on several hosts."""
+
+    url: str = Field(
+        default="",
+        description="Empty: SQLite at <data_dir>/index.sqlite3. 'postgresql://user:password@host"
+        ":5432/myonode': PostgreSQL (split roles across hosts, `deploy/README.md`).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("empty (SQLite in data_dir) or a postgresql:// URL")
+        return value
 
 
 class AssembleSettings(_Section):
@@ -331,6 +355,7 @@ class RoutingSettings(_Section):
 class Settings(_Section):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     assemble: AssembleSettings = Field(default_factory=AssembleSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
@@ -356,6 +381,11 @@ class Settings(_Section):
     @property
     def index_path(self) -> Path:
         return self.storage.data_dir / "index.sqlite3"
+
+    @property
+    def store_location(self) -> Path | str:
+        """What `store.index.Index` opens: the PostgreSQL URL if set, else the SQLite file."""
+        return self.store.url or self.index_path
 
     @property
     def instances_dir(self) -> Path:

@@ -87,6 +87,10 @@ IDENTITY = (
     "AccessionNumber",
     "StudyID",
 )
+# Identity attributes of VM 1 that scanners send multi-valued (an examination done for two
+# orders, ACC1\ACC2) and that archives do not file by: the outputs carry the first value,
+# valid and matching one of the orders, while the node stores and lists the value as sent.
+_FIRST_VALUE_ONLY = ("AccessionNumber",)
 # Free-text VRs whose over-long values are cut to their maximum (PS3.5 6.2): a description
 # loses its tail, but the outputs stay valid.
 _TEXT_LENGTHS = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
@@ -100,7 +104,8 @@ def conform_copied_attributes(datasets: Sequence[Dataset]) -> None:
     Text is decoded with the source's Specific Character Set (any set pydicom knows, ISO 2022
     code extensions included) and the datasets are relabelled UTF-8, the outputs' set, so
     copying never depends on the source's declaration. Identity attributes (`IDENTITY`) are
-    kept exactly, with a warning where they break their VR. Free text longer than its VR
+    kept exactly, with a warning where they break their VR, except that a multi-valued
+    AccessionNumber keeps its first value (`_FIRST_VALUE_ONLY`). Free text longer than its VR
     allows is truncated. An absent Type 2 attribute becomes empty. Any other value invalid for
     its VR (real radiographs carry e.g. PatientAge "62" where PS3.5 requires "062Y") is emptied
     (Type 2) or removed (Type 3), with a warning: copied as it is, it would make the SEG, SR
@@ -116,6 +121,15 @@ def conform_copied_attributes(datasets: Sequence[Dataset]) -> None:
             if element.VR not in _TEXT_LENGTHS or keyword in IDENTITY:
                 continue
             _truncate(ds, element)
+        for keyword in _FIRST_VALUE_ONLY:
+            if keyword in ds and isinstance(ds[keyword].value, MultiValue):
+                log.warning(
+                    "%s in %s has %d values where one is allowed; the outputs carry the first",
+                    keyword,
+                    ds.get("SOPInstanceUID", "a source"),
+                    len(ds[keyword].value),
+                )
+                ds[keyword].value = ds[keyword].value[0] if ds[keyword].value else ""
         for keyword in IDENTITY:
             if keyword in ds and not _valid_for_vr(ds[keyword]):
                 log.warning(

@@ -56,7 +56,7 @@ def key_slice(label_map: LabelMap) -> tuple[int, str]:
     if l3 is not None:
         return int(l3), "L3"
     muscle = [n for n, s in label_map.structures.items() if s.muscle] or list(label_map.structures)
-    counts = np.isin(label_map.labels, muscle).reshape(label_map.labels.shape[0], -1).sum(axis=1)
+    counts = label_map.mask_of(muscle).reshape(label_map.labels.shape[0], -1).sum(axis=1)
     return int(np.argmax(counts)), "largest muscle cross-section"
 
 

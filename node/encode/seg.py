@@ -48,7 +48,7 @@ def segment_numbers(label_map: LabelMap) -> dict[int, int]:
     not find get no segment (a segment needs at least one frame); the SR lists them as not
     found.
     """
-    present = set(np.unique(label_map.labels).tolist())
+    present = label_map.present()
     labels = [label for label in sorted(label_map.structures) if label in present]
     return {label: n for n, label in enumerate(labels, start=1)}
 

@@ -101,7 +101,7 @@ def psoas_max_csa(label_map: LabelMap, volume: Volume) -> float | None:
     labels = [n for n, s in label_map.structures.items() if s.key in ("psoas_left", "psoas_right")]
     if len(labels) != 2 or not is_axial(volume.geometry):
         return None
-    mask = np.isin(label_map.labels, labels)
+    mask = label_map.mask_of(labels)
     return float(slice_areas_cm2(mask, volume.geometry).max()) if mask.any() else None
 
 

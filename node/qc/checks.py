@@ -449,7 +449,7 @@ def quality_control(
     adult, so a missing sex or height does not stop any check.
     """
     report = QualityReport()
-    present = set(np.unique(label_map.labels).tolist())
+    present = label_map.present()
     fine_slices = volume.shape[0]
     volume, label_map = coarse(volume, label_map)
     try:

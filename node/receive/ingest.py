@@ -36,11 +36,11 @@ import os
 import re
 import sqlite3
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -53,9 +53,11 @@ from myonode.dicom.headers import json_value, routing_tags
 from myonode.receive.commit import GroupCommit
 from myonode.receive.limits import Limits, Malformed, TooLarge, check_structure
 from myonode.receive.transport import SpoolFile
+from myonode.store.dialect import StoreUnavailable
 from myonode.store.files import (
     OutOfSpace,
     ensure_free_space,
+    fsync_directory,
     make_private_dirs,
     safe_component,
 )
@@ -183,7 +185,7 @@ def _pixel_problem(ds: Dataset, transfer_syntax: UID) -> tuple[str, Status] | No
         return f"Rows/Columns missing or zero ({rows}x{columns})", mismatch
     if "PixelData" not in ds:
         return None
-    raw = ds.get_item("PixelData")  # deferred: the length without reading the value
+    raw = ds.get_item("PixelData", keep_deferred=True)  # the length, the value unread
     length = raw.length if hasattr(raw, "length") else len(ds.PixelData or b"")
     encapsulated = length == 0xFFFFFFFF or bool(getattr(raw, "is_undefined_length", False))
     if transfer_syntax.is_compressed != encapsulated:
@@ -212,6 +214,13 @@ def _pixel_problem(ds: Dataset, transfer_syntax: UID) -> tuple[str, Status] | No
     return None
 
 
+def _raise_sync_error(synced: Future[None]) -> None:
+    """Wait for an fsync; a failure (EIO, ENOSPC on flush) refuses the instance."""
+    error = synced.exception()
+    if error is not None:
+        raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store: {error}")
+
+
 class Ingestor:
     """Turns received bytes into a durable file and an index row, or a refusal with a reason."""
 
@@ -225,6 +234,7 @@ class Ingestor:
             max_inflated_bytes=dicom.max_inflated_mb * 2**20,
             max_depth=dicom.max_sequence_depth,
         )
+        self._sync_files = settings.storage.sync_instance_files
         self._syncer = ThreadPoolExecutor(dicom.max_associations, thread_name_prefix="fsync")
         self._commits: GroupCommit[tuple[InstanceRecord, dict[str, Any], dict[str, Any]]] = (
             GroupCommit(index.record_instances)
@@ -263,7 +273,8 @@ class Ingestor:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(encoded)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if self._sync_files:
+                        os.fsync(handle.fileno())
                 return self._place(
                     ds, transfer_syntax, Path(partial), len(encoded), digest, calling_aet
                 )
@@ -292,23 +303,27 @@ class Ingestor:
             if spooled.error is not None:
                 raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot receive: {spooled.error.strerror}")
             path = Path(spooled.name)
-            synced = self._syncer.submit(spooled.fsync)  # the disk works while we parse
+            synced: Future[None] = Future()
+            if self._sync_files:
+                synced = self._syncer.submit(spooled.fsync)  # the disk works while we parse
+            else:
+                synced.set_result(None)
             try:
                 with path.open("rb") as handle:
                     with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                         ds, transfer_syntax = self._check(
-                            mapped, path, command_sop_class, command_sop_instance
+                            mapped, handle, command_sop_class, command_sop_instance
                         )
                 duplicate = self._duplicate(ds, spooled.sha256)
                 if duplicate is not None:
                     return duplicate
                 self._ensure_space(0)
+                placed = True  # renamed away: never unlink its old name (mkstemp may reuse it)
+                return self._place(
+                    ds, transfer_syntax, path, spooled.size, spooled.sha256, calling_aet, synced
+                )
             finally:
-                sync_error = synced.exception()  # waits: the fsync never outlives the file
-            if sync_error is not None:
-                raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store: {sync_error}")
-            placed = True  # renamed away: never unlink its old name (mkstemp may reuse it)
-            return self._place(ds, transfer_syntax, path, spooled.size, spooled.sha256, calling_aet)
+                synced.exception()  # waits: the fsync never outlives the file
         except _Refusal as refusal:
             return self._refuse(refusal.status, refusal.reason, calling_aet, ds)
         except (ValueError, OSError) as exc:  # e.g. an empty file cannot be mapped
@@ -319,7 +334,7 @@ class Ingestor:
     def _check(
         self,
         data: bytes | mmap.mmap,
-        source: io.BytesIO | Path,
+        source: BinaryIO,
         command_sop_class: str | None,
         command_sop_instance: str | None,
     ) -> tuple[Dataset, UID]:
@@ -415,21 +430,53 @@ class Ingestor:
         size: int,
         digest: str,
         calling_aet: str | None,
+        synced: Future[None] | None = None,
     ) -> Outcome:
-        """Rename an fsynced partial file into place, then commit it (group commit)."""
+        """Rename a partial file into place, then commit it (group commit).
+
+        `synced` is the partial file's fsync, still running. A new name is renamed at once and
+        its directory fsynced alongside the file's (two disk flushes in parallel instead of one
+        after the other); the index row is written only once both are done, so nothing is
+        acknowledged before it is on disk. An existing name (a changed instance re-sent) is
+        replaced only once the new bytes are on disk.
+        """
         path = (
             self.root
             / safe_component(str(ds.StudyInstanceUID))
             / safe_component(str(ds.SeriesInstanceUID))
             / f"{safe_component(str(ds.SOPInstanceUID))}.dcm"
         )
+        early = False
         try:
             make_private_dirs(path.parent)
+            early = synced is not None and not path.exists()
+            if synced is not None and not early:
+                _raise_sync_error(synced)
             os.replace(partial, path)
         except OSError as exc:
             partial.unlink(missing_ok=True)
             raise _Refusal(Status.OUT_OF_RESOURCES, f"cannot store {path}: {exc}") from exc
-        return self._record(ds, transfer_syntax, path, size, digest, calling_aet, renamed=True)
+        if early:
+            assert synced is not None
+            waits = [synced]
+            if self._sync_files:
+                waits.append(self._syncer.submit(fsync_directory, path.parent))
+            try:
+                for future in waits:
+                    _raise_sync_error(future)
+            except _Refusal:
+                self._forget(path, str(ds.SOPInstanceUID), renamed=True)
+                raise
+        return self._record(
+            ds,
+            transfer_syntax,
+            path,
+            size,
+            digest,
+            calling_aet,
+            renamed=True,
+            directory_synced=early or not self._sync_files,
+        )
 
     def _record(
         self,
@@ -440,6 +487,7 @@ class Ingestor:
         digest: str,
         calling_aet: str | None,
         renamed: bool = False,
+        directory_synced: bool = False,
     ) -> Outcome:
         sop_uid, study_uid = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
         record = InstanceRecord(
@@ -461,7 +509,8 @@ class Ingestor:
         }
         try:
             self._commits.commit(
-                (record, study_values(ds), series), path.parent if renamed else None
+                (record, study_values(ds), series),
+                path.parent if renamed and not directory_synced else None,
             )
         except (OSError, sqlite3.OperationalError) as exc:
             self._forget(path, sop_uid, renamed)
@@ -473,8 +522,15 @@ class Ingestor:
 
     def _forget(self, path: Path, sop_uid: str, renamed: bool) -> None:
         """Remove a file renamed into place whose index row did not commit: it was never
-        acknowledged, so it is never kept (an older row for the same UID keeps its file)."""
-        if renamed and self.index.instance_sha256(sop_uid) is None:
+        acknowledged, so it is never kept (an older row for the same UID keeps its file). A
+        store that cannot be asked (PostgreSQL down) holds no row written by this attempt."""
+        if not renamed:
+            return
+        try:
+            kept = self.index.instance_sha256(sop_uid) is not None
+        except StoreUnavailable:
+            kept = False
+        if not kept:
             path.unlink(missing_ok=True)
 
     def refuse_command(

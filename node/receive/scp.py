@@ -54,6 +54,13 @@ def _status(code: Status, comment: str | None = None) -> Dataset:
     return status
 
 
+def _restart_idle_timer(assoc: Association) -> None:
+    """pynetdicom's idle timer runs from the last PDU received and is checked once the
+    handler returns: the node's own work on a C-STORE (durable write, index commit) would
+    count as the peer's silence and abort the association just after its answer."""
+    assoc.dul._idle_timer.restart()
+
+
 def _acceptors(ae: AE) -> list[Association]:
     return [assoc for assoc in ae.active_associations if assoc.is_acceptor]
 
@@ -246,6 +253,7 @@ class Receiver:
             outcome = Outcome(Status.OUT_OF_RESOURCES, "internal error; see node log")
         if self.on_outcome is not None:
             self.on_outcome(outcome)
+        _restart_idle_timer(event.assoc)
         if outcome.ok:
             return _status(Status.SUCCESS)
         return _status(outcome.status, outcome.reason)

@@ -78,11 +78,13 @@ def make_private_file(path: Path) -> None:
             companion.chmod(PRIVATE_FILE)
 
 
-def prepare_data_dir(data_dir: Path, index_path: Path) -> None:
-    """The data directory 0700 (also when it existed before) and the index file 0600."""
+def prepare_data_dir(data_dir: Path, index_path: Path | None) -> None:
+    """The data directory 0700 (also when it existed before) and the SQLite index file 0600
+    (`index_path` None: the store is PostgreSQL, no index file)."""
     make_private_dirs(data_dir)
     data_dir.chmod(PRIVATE_DIR)
-    make_private_file(index_path)
+    if index_path is not None:
+        make_private_file(index_path)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -1,14 +1,15 @@
 """The node's persistent state: studies, series, instances, routing decisions, jobs, outbox.
 
-SQLite in WAL mode with ``synchronous=FULL``: a committed row survives a crash or power cut,
-which is what lets the receiver acknowledge an instance only after its row is committed.
-Every thread gets its own connection; SQLite serialises writers.
+One set of queries on two databases (`store.dialect` holds their few differences):
+SQLite in WAL mode with ``synchronous=FULL`` by default, PostgreSQL (``store.url``) when roles
+run on several hosts. Either way a committed row survives a crash or power cut, which is what
+lets the receiver acknowledge an instance only after its row is committed. Every thread gets
+its own connection; SQLite serialises writers, PostgreSQL claims with ``SKIP LOCKED``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from myonode.store.dialect import dialect_for
+from myonode.store.migrations import migrate
 from myonode.store.records import RECORD_COLUMNS, ResultFilter, ResultRecord, ResultRow
 from myonode.store.repository import (
     Decision,
@@ -35,154 +38,45 @@ from myonode.store.repository import (
 
 __all__ = ["FINAL_STATUSES", "Decision", "Index", "InstanceRecord", "JobRequest"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS studies (
-    study_uid TEXT PRIMARY KEY,
-    patient_id TEXT, patient_name TEXT, patient_sex TEXT, patient_age TEXT,
-    patient_birth_date TEXT, patient_size REAL, patient_weight REAL,
-    study_date TEXT, study_time TEXT, accession_number TEXT, study_description TEXT,
-    calling_aet TEXT,
-    change_seq INTEGER NOT NULL DEFAULT 0,
-    processed_seq INTEGER NOT NULL DEFAULT 0,
-    first_received_at REAL, last_received_at REAL
-);
-CREATE TABLE IF NOT EXISTS series (
-    series_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
-    modality TEXT, series_number INTEGER, series_description TEXT,
-    instance_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_uid TEXT PRIMARY KEY,
-    series_uid TEXT NOT NULL REFERENCES series(series_uid),
-    study_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    transfer_syntax TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    calling_aet TEXT,
-    received_at REAL NOT NULL,
-    tags TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY,
-    study_uid TEXT NOT NULL, series_uid TEXT, pipeline TEXT,
-    selected INTEGER NOT NULL, reason TEXT NOT NULL, details TEXT,
-    study_seq INTEGER NOT NULL, created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_study ON decisions(study_uid);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,
-    pipeline TEXT NOT NULL, pipeline_version TEXT NOT NULL,
-    input_digest TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reasons TEXT,
-    inputs TEXT,
-    error TEXT,
-    created_at REAL NOT NULL, started_at REAL, finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY,
-    job_id INTEGER NOT NULL REFERENCES jobs(id),
-    study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, pipeline TEXT NOT NULL,
-    structure TEXT NOT NULL, quantity TEXT NOT NULL,
-    value REAL, unit TEXT NOT NULL, text TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
-"""
-# 'withheld': not delivered on purpose (the source study was deleted from the archive).
-# 'failed': the destination refused it for good (e.g. STOW-RS 4xx); not retried.
-OUTBOX = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    job_id INTEGER REFERENCES jobs(id),
-    study_uid TEXT NOT NULL,
-    sop_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL,
-    path TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'withheld', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT,
-    created_at REAL NOT NULL, sent_at REAL,
-    UNIQUE (sop_uid, destination)
-);
-"""
 # A study's status once nothing more happens without new images: the archive stops asking.
 FINAL_STATUSES = ("done", "failed", "not routed", "withheld", "delivery failed")
 
 
-# Columns added after a table was first created: (table, column, type). Applied on open so an
-# index written by an older version keeps working.
-MIGRATIONS = (
-    ("jobs", "inputs", "TEXT"),
-    ("results", "qc", "TEXT"),
-    ("jobs", "submitted_at", "REAL"),
-)
+# A due delivery handed to a dispatcher is not handed to another for this long (its outcome
+# is recorded sooner; a dispatcher that died leaves it due again after the lease).
+OUTBOX_LEASE_S = 600.0
 
 
 class Index:
-    """The SQLite implementation of `store.repository.Store`: thread-safe, one connection per
-    thread."""
+    """`store.repository.Store` on SQLite (a file path: the embedded default) or PostgreSQL (a
+    ``postgresql://`` URL: roles on several hosts); thread-safe, one connection per thread."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: Path | str) -> None:
+        self.dialect = dialect_for(location)
+        self.path: Path | None = getattr(self.dialect, "path", None)  # None on PostgreSQL
+        self.location = self.dialect.location
         self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
-        conn = self._connection()
-        conn.executescript(SCHEMA)
-        self._migrate_outbox(conn)
-        self._migrate()
+        migrate(self._connection(), self.dialect)
 
-    def _migrate(self) -> None:
-        """Add columns that an index created by an older version lacks."""
-        with self.transaction() as conn:
-            for table, column, kind in MIGRATIONS:
-                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-                if column not in present:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-
-    @staticmethod
-    def _migrate_outbox(conn: sqlite3.Connection) -> None:
-        """Create the outbox, or widen an older one's state CHECK (SQLite cannot alter it)."""
-        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()
-        if row is None:
-            conn.executescript(OUTBOX)
-        elif "'failed'" not in row["sql"]:
-            conn.executescript(
-                "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_old;"
-                + OUTBOX
-                + "INSERT INTO outbox SELECT * FROM outbox_old; DROP TABLE outbox_old; COMMIT;"
-            )
-
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not self.dialect.usable(conn):
+            conn = None  # the server restarted: a new connection, not a dead one forever
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            conn = self.dialect.connect()
             self._local.conn = conn
             with self._opened_lock:
                 self._opened.append(conn)
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front (BEGIN IMMEDIATE) so it cannot deadlock later."""
+    def transaction(self) -> Iterator[Any]:
+        """A write transaction (on SQLite taken up front, BEGIN IMMEDIATE, so it cannot
+        deadlock later)."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self.dialect.begin)
         try:
             yield conn
         except BaseException:
@@ -190,7 +84,7 @@ class Index:
             raise
         conn.execute("COMMIT")
 
-    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         return self._connection().execute(sql, params).fetchall()
 
     def close(self) -> None:
@@ -219,13 +113,15 @@ class Index:
         """`record_instance` for several instances in one transaction (one commit, one fsync):
         the receiver's group commit across concurrent associations."""
         now = time.time()
+        # rows locked in one order, so receivers committing at once (PostgreSQL) never deadlock
+        ordered = sorted(entries, key=lambda e: (e[0].study_uid, e[0].series_uid, e[0].sop_uid))
         with self.transaction() as conn:
-            for record, study, series in entries:
+            for record, study, series in ordered:
                 self._record_instance(conn, record, study, series, now)
 
     @staticmethod
     def _record_instance(
-        conn: sqlite3.Connection,
+        conn: Any,
         record: InstanceRecord,
         study: dict[str, Any],
         series: dict[str, Any],
@@ -241,8 +137,8 @@ class Index:
                    :study_time, :accession_number, :study_description, :calling_aet,
                    1, :now, :now)
                ON CONFLICT (study_uid) DO UPDATE SET
-                   change_seq = change_seq + 1, last_received_at = :now,
-                   calling_aet = COALESCE(:calling_aet, calling_aet)""",
+                   change_seq = studies.change_seq + 1, last_received_at = :now,
+                   calling_aet = COALESCE(:calling_aet, studies.calling_aet)""",
             {
                 **study,
                 "study_uid": record.study_uid,
@@ -416,10 +312,10 @@ class Index:
             )
             job_ids = []
             for job in jobs:
-                cursor = conn.execute(
+                row = conn.execute(
                     """INSERT INTO jobs (study_uid, series_uid, pipeline, pipeline_version,
                            input_digest, state, reasons, inputs, created_at)
-                       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
+                       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id""",
                     (
                         study_uid,
                         job.series_uid,
@@ -430,8 +326,8 @@ class Index:
                         json.dumps(job.inputs) if job.inputs else None,
                         now,
                     ),
-                )
-                job_ids.append(cursor.lastrowid)
+                ).fetchone()
+                job_ids.append(row["id"])
             conn.execute(
                 "UPDATE studies SET processed_seq = ? WHERE study_uid = ?", (change_seq, study_uid)
             )
@@ -451,8 +347,12 @@ class Index:
             marks = ",".join("?" * len(wanted))
             known = {
                 row["study_uid"]
-                for row in conn.execute(
-                    f"SELECT study_uid FROM studies WHERE study_uid IN ({marks})", wanted
+                for row in (
+                    conn.execute(
+                        f"SELECT study_uid FROM studies WHERE study_uid IN ({marks})", wanted
+                    )
+                    if wanted
+                    else ()
                 )
             }
             missing = [uid for uid in wanted if uid not in known]
@@ -528,10 +428,11 @@ class Index:
         """Mark a job running and return it: the oldest queued one, or `job_id` while it is
         queued or running (a job redelivered after its worker died runs again)."""
         with self.transaction() as conn:
-            if job_id is None:
+            if job_id is None:  # concurrent claimers skip a row another one holds
                 row = conn.execute(
-                    """UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
-                       WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                    f"""UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1
+                       WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1
+                           {self.dialect.skip_locked})
                        RETURNING *""",
                     (time.time(),),
                 ).fetchone()
@@ -565,7 +466,7 @@ class Index:
         clauses, params = self._where((("study_uid", study_uid), ("state", state)))
         rows = self._rows(
             f"SELECT * FROM jobs {clauses} ORDER BY id DESC LIMIT ?",
-            (*params, -1 if limit is None else limit),
+            (*params, self.dialect.no_limit if limit is None else limit),
         )
         return [JobRecord.from_row(row) for row in rows]
 
@@ -671,15 +572,30 @@ class Index:
     # -- outbox ----------------------------------------------------------------------------
 
     def due_outbox(self, now: float | None = None) -> list[OutboxRecord]:
-        """Pending deliveries that are due, with the series their job measured."""
+        """Pending deliveries that are due, with the series their job measured, leased to the
+        caller for `OUTBOX_LEASE_S`: concurrent dispatchers never get the same row (the
+        caller records each one's outcome, which sets its state or next attempt)."""
         now = time.time() if now is None else now
-        rows = self._rows(
-            """SELECT o.*, j.series_uid AS source_series_uid
-               FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
-               WHERE o.state = 'pending' AND o.next_attempt_at <= ?
-               ORDER BY o.destination, o.id""",
-            (now,),
-        )
+        due = "state = 'pending' AND next_attempt_at <= ?"
+        if not self._rows(f"SELECT 1 FROM outbox WHERE {due} LIMIT 1", (now,)):
+            return []  # the usual poll: no write transaction, no lock taken
+        with self.transaction() as conn:
+            leased = conn.execute(
+                f"""UPDATE outbox SET next_attempt_at = ?
+                   WHERE id IN (SELECT id FROM outbox WHERE {due}{self.dialect.skip_locked})
+                   RETURNING id""",
+                (now + OUTBOX_LEASE_S, now),
+            ).fetchall()
+            ids = [row["id"] for row in leased]
+            if not ids:
+                return []
+            rows = conn.execute(
+                f"""SELECT o.*, j.series_uid AS source_series_uid
+                   FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
+                   WHERE o.id IN ({",".join("?" * len(ids))})
+                   ORDER BY o.destination, o.id""",
+                ids,
+            ).fetchall()
         return [OutboxRecord.from_row(row) for row in rows]
 
     def outbox(self, limit: int | None = None, study_uid: str | None = None) -> list[OutboxRecord]:
@@ -687,7 +603,7 @@ class Index:
         clauses, params = self._where((("study_uid", study_uid),))
         rows = self._rows(
             f"SELECT * FROM outbox {clauses} ORDER BY id DESC LIMIT ?",
-            (*params, -1 if limit is None else limit),
+            (*params, self.dialect.no_limit if limit is None else limit),
         )
         return [OutboxRecord.from_row(row) for row in rows]
 
@@ -779,12 +695,15 @@ class Index:
     def studies_needing_review(self) -> list[ReviewListing]:
         """Studies with a structure whose QC verdict is review or fail, with their counts."""
         rows = self._rows(
-            """SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
+            f"""SELECT r.study_uid, COALESCE(s.patient_id, '') AS patient_id,
                       COALESCE(s.study_date, '') AS study_date,
-                      SUM(r.qc = 'review') AS review, SUM(r.qc = 'fail') AS fail,
-                      GROUP_CONCAT(DISTINCT r.pipeline) AS pipelines
+                      CAST(SUM(CASE WHEN r.qc = 'review' THEN 1 ELSE 0 END) AS INTEGER)
+                          AS review,
+                      CAST(SUM(CASE WHEN r.qc = 'fail' THEN 1 ELSE 0 END) AS INTEGER) AS fail,
+                      {self.dialect.group_concat_distinct("r.pipeline")} AS pipelines
                FROM results r LEFT JOIN studies s ON s.study_uid = r.study_uid
                WHERE r.quantity = 'qc' AND r.qc IN ('review', 'fail')
-               GROUP BY r.study_uid ORDER BY MAX(r.created_at) DESC"""
+               GROUP BY r.study_uid, s.patient_id, s.study_date
+               ORDER BY MAX(r.created_at) DESC"""
         )
         return [ReviewListing.from_row(row) for row in rows]

@@ -1,6 +1,6 @@
 """The store's interface: what every stage may ask of the node's persistent state, as typed
-records. `store.index.Index` (SQLite) implements it; a PostgreSQL implementation goes beside it
-without touching the stages, which see only this protocol and these records.
+records. `store.index.Index` implements it on SQLite and on PostgreSQL (`store.url`); the
+stages see only this protocol and these records.
 
 Records mirror their tables' columns (JSON columns stay JSON text, so the API and `myonode status
 --json` print what they always printed) and also read like the mapping rows they replaced

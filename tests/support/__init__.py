@@ -19,9 +19,16 @@ import pytest
 from myonode.core.processes import stop_process
 
 
-def sql(index, statement: str, params: tuple | list = ()) -> list[sqlite3.Row]:
-    """Rows of a read-only query on a node's SQLite index (`index.path`): tests inspect the
-    persisted state directly; the node itself asks its store's methods."""
+def sql(index, statement: str, params: tuple | list = ()) -> list:
+    """Rows of a read-only query on a node's store, SQLite (`index.path`) or PostgreSQL (its
+    URL; ``?`` parameters as on SQLite): tests inspect the persisted state directly; the node
+    itself asks its store's methods."""
+    if index.path is None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(index.dialect.url, row_factory=dict_row) as conn:
+            return conn.execute(statement.replace("?", "%s"), params).fetchall()
     conn = sqlite3.connect(f"file:{index.path}?mode=ro", uri=True, timeout=60)
     conn.row_factory = sqlite3.Row
     try:

@@ -7,7 +7,8 @@ stand in for what the shared cases lack (a left-right mirrored patient, a narrow
 view, 5 mm slices, intravenous contrast, obesity, no lung in view, 512 x 512 images of
 0.7 mm pixels with thin slices, noise, a patient not lying straight) and are used by
 `benchmarks/robustness.py` and the robustness tests. Arrays are first brought to positive
-axes (k superior, j posterior, i left) so "left" and "top" mean the patient's.
+axes (k superior, j posterior, i left) so "left" and "top" mean the patient's. Every change
+of the image is made alike to its channels (a Dixon fat image beside the water image).
 """
 
 from __future__ import annotations
@@ -57,13 +58,25 @@ def mirror_name(name: str) -> str:
     return re.sub(r"\b([LR])\b", lambda m: "R" if m.group(1) == "L" else "L", name)
 
 
+def _each(
+    volume: Volume, change: Callable[[np.ndarray], np.ndarray], geometry: Geometry | None = None
+) -> Volume:
+    """The image and each of its channels changed alike, on `geometry` (else the same)."""
+    channels = {role: change(image) for role, image in volume.channels.items()}
+    return Volume(change(volume.array), geometry or volume.geometry, channels=channels)
+
+
+def _air(array: np.ndarray) -> float:
+    """What lies outside the patient: -1000 HU on CT, no signal on MR."""
+    return -1000.0 if float(array.min()) < -500.0 else 0.0
+
+
 def mirrored(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
     """The patient's left and right exchanged (as in situs-symmetric anatomy): the image
     is flipped across the sagittal plane, the geometry kept, each side's reference is the
     flipped reference of the other side."""
-    flip = np.ascontiguousarray(volume.array[:, :, ::-1])
     out = {n: np.ascontiguousarray(masks.get(mirror_name(n), masks[n])[:, :, ::-1]) for n in masks}
-    return Volume(flip, volume.geometry), out
+    return _each(volume, lambda a: np.ascontiguousarray(a[:, :, ::-1])), out
 
 
 def _cropped(volume: Volume, masks: Masks, box: tuple[slice, slice, slice]):
@@ -71,7 +84,7 @@ def _cropped(volume: Volume, masks: Masks, box: tuple[slice, slice, slice]):
     origin = volume.geometry.index_to_lps(np.array([start[2], start[1], start[0]]))[0]
     geometry = Geometry(origin, volume.geometry.directions, volume.geometry.spacing)
     cut = {n: np.ascontiguousarray(m[box]) for n, m in masks.items()}
-    return Volume(np.ascontiguousarray(volume.array[box]), geometry), cut
+    return _each(volume, lambda a: np.ascontiguousarray(a[box]), geometry), cut
 
 
 def right_side_cut(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
@@ -100,19 +113,23 @@ def thick_slices(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Vol
     extent = n * step
     centres = np.arange(2.5, extent - 2.5 + 1e-6, 5.0)
     z = (np.arange(n) + 0.5) * step
-    slabs, nearest = [], []
+    weights, nearest = [], []
     for c in centres:
         weight = np.clip(
             np.minimum(z + step / 2, c + 2.5) - np.maximum(z - step / 2, c - 2.5), 0, None
         )
-        slabs.append(np.tensordot(weight / weight.sum(), volume.array, axes=(0, 0)))
+        weights.append(weight / weight.sum())
         nearest.append(int(np.argmin(np.abs(z - c))))
+
+    def slabs(array: np.ndarray) -> np.ndarray:
+        return np.stack([np.tensordot(w, array, axes=(0, 0)) for w in weights]).astype(np.float32)
+
     origin = volume.geometry.index_to_lps(np.array([0.0, 0.0, (centres[0] - 0.5 * step) / step]))[0]
     spacing = volume.geometry.spacing.copy()
     spacing[2] = 5.0
     geometry = Geometry(origin, volume.geometry.directions, spacing)
     out = {name: np.ascontiguousarray(m[nearest]) for name, m in masks.items()}
-    return Volume(np.stack(slabs).astype(np.float32), geometry), out
+    return _each(volume, slabs, geometry), out
 
 
 def enhanced(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks]:
@@ -178,19 +195,26 @@ def resampled(
             array, scale, offset, output_shape=tuple(shape), order=order, mode="nearest"
         )
 
-    array = resample(volume.array.astype(np.float32), 1)
-    names, packed = _pack(masks)
-    packed = resample(packed, 0)
+    outside = []
     for axis in (1, 2):
         position = scale[axis] * np.arange(shape[axis]) + offset[axis]
-        outside = (position < -0.5) | (position > volume.array.shape[axis] - 0.5)
-        index = [slice(None)] * 3
-        index[axis] = outside
-        array[tuple(index)] = -1000.0
-        packed[tuple(index)] = 0
+        index: list[slice | np.ndarray] = [slice(None)] * 3
+        index[axis] = (position < -0.5) | (position > volume.array.shape[axis] - 0.5)
+        outside.append(tuple(index))
+
+    def image(array: np.ndarray) -> np.ndarray:
+        out = resample(array.astype(np.float32), 1)
+        for index in outside:
+            out[index] = _air(array)
+        return out
+
+    names, packed = _pack(masks)
+    packed = resample(packed, 0)
+    for index in outside:
+        packed[index] = 0
     origin = volume.geometry.index_to_lps(np.array([offset[2], offset[1], offset[0]]))[0]
     geometry = Geometry(origin, volume.geometry.directions, target[::-1].copy())
-    return Volume(array, geometry), _unpack(names, packed)
+    return _each(volume, image, geometry), _unpack(names, packed)
 
 
 def scanner_thin(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
@@ -219,8 +243,34 @@ def rotated(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, 
         return ndimage.rotate(array, 10.0, axes=(1, 2), reshape=False, order=order, cval=cval)
 
     names, packed = _pack(masks)
-    array = turn(volume.array.astype(np.float32), 1, -1000.0)
-    return Volume(array, volume.geometry), _unpack(names, turn(packed, 0, 0))
+    turned = _each(volume, lambda a: turn(a.astype(np.float32), 1, _air(a)))
+    return turned, _unpack(names, turn(packed, 0, 0))
+
+
+def mr_coarse(volume: Volume, masks: Masks, _labels: np.ndarray) -> tuple[Volume, Masks]:
+    """A routine MR matrix: 256 x 256 pixels of 1.5 mm (a 384 mm field of view), the
+    slices kept."""
+    slice_mm = float(volume.geometry.spacing[2])
+    return resampled(volume, masks, (slice_mm, 1.5, 1.5), (volume.array.shape[0], 256, 256))
+
+
+MR_NOISE = 0.03  # of the 99th percentile of each image
+
+
+def mr_thick_noisy(volume: Volume, masks: Masks, labels: np.ndarray) -> tuple[Volume, Masks]:
+    """5 mm slabs (`thick_slices`) with magnitude (Rician) noise: Gaussian noise of
+    `MR_NOISE` times the image's 99th percentile on the real and imaginary parts, drawn
+    afresh for each channel (the water and fat images do not share their noise)."""
+    volume, masks = thick_slices(volume, masks, labels)
+    rng = np.random.default_rng(13)
+
+    def noisy(array: np.ndarray) -> np.ndarray:
+        sigma = MR_NOISE * float(np.percentile(array, 99))
+        real = array + rng.normal(0.0, sigma, array.shape)
+        imaginary = rng.normal(0.0, sigma, array.shape)
+        return np.hypot(real, imaginary).astype(np.float32)
+
+    return _each(volume, noisy), masks
 
 
 def _spacing(volume: Volume) -> np.ndarray:
@@ -229,6 +279,7 @@ def _spacing(volume: Volume) -> np.ndarray:
 
 
 CT = ("classical-ct",)
+MR = ("classical-mr",)
 VARIANTS: tuple[Variant, ...] = (
     Variant("mirrored", "left and right exchanged", mirrored),
     Variant("right side cut", "field of view cuts the right flank", right_side_cut, CT),
@@ -239,7 +290,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("scanner 512 1.1 mm", "512 x 512 at 0.7 mm, 1.1 mm slices (<= 300)", scanner_thin, CT),
     Variant("scanner 512 2 mm", "512 x 512 at 0.7 mm, 2 mm slices", scanner_2mm, CT),
     Variant("5 mm + noise", "5 mm slabs, 20 HU noise", thick_noisy, CT),
-    Variant("rotated 10", "patient rolled 10 degrees on the table", rotated, CT),
+    Variant("rotated 10", "patient rolled 10 degrees on the table", rotated),
+    Variant("MR 256 at 1.5 mm", "256 x 256 pixels of 1.5 mm, slices kept", mr_coarse, MR),
+    Variant("MR 5 mm + noise", "5 mm slabs, Rician noise (3 % of p99)", mr_thick_noisy, MR),
 )
 
 
@@ -256,6 +309,8 @@ def evaluate_variant(
 ) -> VariantResult:
     """Run `engine` on `variant` of the case and compare every listed structure."""
     volume = load_image(data_dir / case.image)
+    for role, file in case.channels:
+        volume.channels[role] = load_image(data_dir / file).array
     files: dict[str, np.ndarray] = {}
     masks: Masks = {}
     for comparison in case.comparisons:

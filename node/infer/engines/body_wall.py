@@ -11,6 +11,7 @@ the wall thickness of its neighbours instead of wandering into the organ.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from myonode.infer.engines.morphology import largest_component, slice_disk
@@ -45,23 +46,28 @@ def outer_surface(theta: np.ndarray, radius: np.ndarray, solid: np.ndarray) -> n
 
 
 def _closed_path(cost: np.ndarray, reach: int) -> np.ndarray:
-    """Minimum-cost index per row of `cost` (angle x depth) with |change| <= reach between
-    neighbouring rows, closed around the circle (unrolled three times, middle turn kept)."""
-    tiled = np.concatenate([cost, cost, cost], axis=0)
-    n = cost.shape[1]
-    total = tiled[0].copy()
-    back = np.zeros(tiled.shape, dtype=np.int32)
-    for a in range(1, len(tiled)):
-        padded = np.pad(total, reach, constant_values=np.inf)
-        windows = np.stack([padded[s : s + n] for s in range(2 * reach + 1)], axis=0)
-        choice = np.argmin(windows, axis=0)
-        back[a] = np.arange(n) + choice - reach
-        total = windows[choice, np.arange(n)] + tiled[a]
-    path = np.zeros(len(tiled), dtype=np.int32)
-    path[-1] = int(np.argmin(total))
-    for a in range(len(tiled) - 1, 0, -1):
-        path[a - 1] = back[a, path[a]]
-    return path[ANGLES : 2 * ANGLES]
+    """Minimum-cost index per row of `cost` (..., angle, depth) with |change| <= reach
+    between neighbouring rows, closed around the circle (unrolled three times, middle turn
+    kept). Leading axes are independent problems solved together: the recursion over the
+    angle is sequential, so one pass over many slices costs about as much as one slice."""
+    tiled = np.concatenate([cost, cost, cost], axis=-2)
+    lead, rows, n = cost.shape[:-2], tiled.shape[-2], cost.shape[-1]
+    padded = np.full((*lead, n + 2 * reach), np.inf)
+    padded[..., reach : reach + n] = tiled[..., 0, :]
+    windows = sliding_window_view(padded, 2 * reach + 1, axis=-1)  # (..., n, 2 * reach + 1)
+    back = np.zeros((*lead, rows, n), dtype=np.int32)
+    offsets = np.arange(n) - reach
+    for a in range(1, rows):
+        choice = np.argmin(windows, axis=-1)  # the first minimum, as over a stacked window
+        back[..., a, :] = offsets + choice
+        best = np.take_along_axis(windows, choice[..., np.newaxis], axis=-1)[..., 0]
+        padded[..., reach : reach + n] = best + tiled[..., a, :]
+    path = np.zeros((*lead, rows), dtype=np.int32)
+    path[..., -1] = np.argmin(padded[..., reach : reach + n], axis=-1)
+    for a in range(rows - 1, 0, -1):
+        step = np.take_along_axis(back[..., a, :], path[..., a, np.newaxis], axis=-1)
+        path[..., a - 1] = step[..., 0]
+    return path[..., ANGLES : 2 * ANGLES]
 
 
 def inner_thickness(
@@ -73,8 +79,9 @@ def inner_thickness(
 ) -> np.ndarray:
     """Wall thickness per angle: a closed path through (angle, depth) by dynamic programming.
 
-    `fat_profile[a, d]` is the fraction of fat at depth d (in `step_mm` bins) below the outer
-    surface at angle a. The cost of ending the wall at depth t is low when fat starts just
+    `fat_profile[..., a, d]` is the fraction of fat at depth d (in `step_mm` bins) below the
+    outer surface at angle a; leading axes (slices) are solved independently, in one pass.
+    The cost of ending the wall at depth t is low when fat starts just
     inside (depth t..t+5 mm) and the last 3 mm of wall are not fat; a small bias towards
     thinner walls decides flat stretches. Successive angles may change by `max_change_mm`.
     A second pass penalises thickness far above this slice's median: where an organ or a
@@ -82,18 +89,19 @@ def inner_thickness(
     """
     depths = np.arange(int(min_mm / step_mm), int(max_mm / step_mm) + 1)
     inside = np.stack(
-        [fat_profile[:, d + 1 : d + 1 + int(5 / step_mm)].mean(axis=1) for d in depths], axis=1
+        [fat_profile[..., d + 1 : d + 1 + int(5 / step_mm)].mean(axis=-1) for d in depths],
+        axis=-1,
     )
     outside = np.stack(
-        [fat_profile[:, max(d - int(3 / step_mm), 0) : d + 1].mean(axis=1) for d in depths],
-        axis=1,
+        [fat_profile[..., max(d - int(3 / step_mm), 0) : d + 1].mean(axis=-1) for d in depths],
+        axis=-1,
     )
-    cost = -(inside - outside) + 0.15 * depths[np.newaxis, :] / depths[-1]
+    cost = -(inside - outside) + 0.15 * depths / depths[-1]
     reach = max(1, int(max_change_mm / step_mm))
     first = depths[_closed_path(cost, reach)] * step_mm
-    typical = float(np.median(first))
-    excess = np.clip(depths * step_mm - max(1.6 * typical, typical + 4.0), 0.0, None)
-    return depths[_closed_path(cost + 0.05 * excess[np.newaxis, :], reach)] * step_mm
+    typical = np.median(first, axis=-1, keepdims=True)
+    excess = np.clip(depths * step_mm - np.maximum(1.6 * typical, typical + 4.0), 0.0, None)
+    return depths[_closed_path(cost + 0.05 * excess[..., np.newaxis, :], reach)] * step_mm
 
 
 def wall_band(
@@ -116,6 +124,7 @@ def wall_band(
     solid = ndimage.binary_opening(beneath_skin & solid & ~fat, slice_disk(1.5, spacing))
     step = 1.0
     bins = int(MAX_DEPTH_MM / step)
+    slices = []
     for k in range(body.shape[0]):
         trunk = largest_component(body[k])
         if not trunk.any():
@@ -135,7 +144,11 @@ def wall_band(
         counts = ndimage.uniform_filter(counts.astype(float), size, mode=("wrap", "nearest"))
         fats = ndimage.uniform_filter(fats.reshape(ANGLES, bins), size, mode=("wrap", "nearest"))
         profile = np.divide(fats, counts, out=np.zeros((ANGLES, bins)), where=counts > 1e-6)
-        thickness = inner_thickness(profile, 3.0, max_thickness_mm, step)
-        band[k] = trunk & (depth >= -step) & (depth <= thickness[theta])
+        slices.append((k, trunk, theta, depth, profile))
+    if not slices:
+        return band, depth_map
+    thickness = inner_thickness(np.stack([s[-1] for s in slices]), 3.0, max_thickness_mm, step)
+    for (k, trunk, theta, depth, _profile), wall in zip(slices, thickness, strict=True):
+        band[k] = trunk & (depth >= -step) & (depth <= wall[theta])
         depth_map[k] = np.where(trunk, depth, np.nan)
     return band, depth_map

@@ -26,6 +26,8 @@ note):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
@@ -50,6 +52,7 @@ from myonode.infer.engines.landmarks_mr import (
     body_mask_mr,
     fat_likeness,
     find_spine_mr,
+    patient_roll_mr,
     subcutaneous_contrast,
 )
 from myonode.infer.engines.morphology import disk, smooth_in_plane
@@ -68,6 +71,7 @@ FRONT_SLOPE = 0.3  # mm backwards per mm lateral beyond the process roots
 SEPTUM_QUANTILE = 90.0
 SEPTUM_REACH_MM = 9.0
 SEPTUM_BAND_MM = 3.0
+ROLL_MIN_DEG = 3.0  # a smaller roll is left as it is
 
 _LUMBAR: tuple[tuple[str, Structure], ...] = (
     *((f"multifidus_{s.side}", s) for s in MULTIFIDUS_SIDES),
@@ -117,6 +121,17 @@ class ClassicalMrEngine:
         notes = [CLASSICAL_NOTE, "Dixon fat fraction used." if fat is not None else _plain_note()]
         if body.any() and _touches_edge(body):
             notes.append("The body extends beyond the field of view: lateral parts are cut.")
+        roll = patient_roll_mr(likeness, body, view.spacing) if body.any() else 0.0
+        if abs(roll) >= ROLL_MIN_DEG:
+            # The search for the midline and the psoas pair runs along image columns: the
+            # image is turned so the patient lies straight, and the labels turned back.
+            likeness, body = _turn(likeness, roll, 1), _turn(body, roll, 0)
+            notes.append(
+                f"The patient lies rolled by {abs(roll):.0f} degrees on the table: "
+                "the image was turned straight for the search."
+            )
+        else:
+            roll = 0.0
         spine, _mid, psoas_slices = find_spine_mr(likeness, body, view.spacing)
         if psoas_slices.sum() >= max(2, 0.5 * len(spine.present)):
             masks = lumbar_groups(likeness, body, spine, psoas_slices, view.spacing)
@@ -132,14 +147,19 @@ class ClassicalMrEngine:
             if measured:
                 notes.append(f"Thigh station: both femurs found on {measured} slices.")
             else:
-                return _empty(
-                    volume,
+                notes.append(
                     "Neither a lumbar station (psoas either side of a vertebral body) nor a "
-                    "thigh station (two legs with their femurs) was recognised.",
+                    "thigh station (two legs with their femurs) was recognised."
+                )
+                return LabelMap(
+                    labels=np.zeros(volume.shape, dtype=np.uint8), structures={}, notes=notes
                 )
         labels = np.zeros(signal.shape, dtype=np.uint8)
         for value, (key, _structure) in enumerate(groups, start=1):
             labels[masks[key] & (labels == 0)] = value
+        if roll:
+            labels = _turn(labels, -roll, 0)
+            spine = _turned_spine(spine, -roll, labels.shape)
         structures = {
             value: structure
             for value, (_key, structure) in enumerate(groups, start=1)
@@ -194,6 +214,27 @@ def column_landmarks(
         found[f"vertebral_body_{s}_column"] = round(column, 1)
         found[f"vertebral_body_{s}_radius_mm"] = round(float(spine.radius_mm[k]), 1)
     return found
+
+
+def _turn(array: np.ndarray, degrees: float, order: int) -> np.ndarray:
+    """Each slice turned about the array's centre (`scipy.ndimage.rotate`), same shape."""
+    turned = ndimage.rotate(
+        array.astype(np.float32) if array.dtype == bool else array,
+        degrees,
+        axes=(1, 2),
+        reshape=False,
+        order=order,
+    )
+    return turned > 0.5 if array.dtype == bool else turned.astype(array.dtype)
+
+
+def _turned_spine(spine: Spine, degrees: float, shape: tuple[int, ...]) -> Spine:
+    """The column's centres moved as `_turn` moves the image."""
+    centre = (np.array(shape[1:], dtype=float) - 1.0) / 2.0
+    theta = np.radians(degrees)
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    moved = (spine.center - centre) @ rotation.T + centre
+    return replace(spine, center=moved)
 
 
 def _water_image(volume: Volume) -> bool:

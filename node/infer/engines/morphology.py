@@ -47,18 +47,47 @@ def smooth_in_plane(array: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> 
     return ndimage.gaussian_filter(array.astype(np.float32), sigma=sigma)
 
 
+def _box(mask: np.ndarray, margin: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The bounding box of `mask` grown by `margin` pixels per axis and clipped to the
+    array; None when `mask` is empty. Morphology on the box equals morphology on the whole
+    array wherever the result can be non-zero, when the margin covers the element's reach."""
+    box = []
+    for axis, extra in enumerate(margin):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        found = np.flatnonzero(mask.any(axis=others)) if others else np.flatnonzero(mask)
+        if not len(found):
+            return None
+        box.append(
+            slice(max(int(found[0]) - extra, 0), min(int(found[-1]) + extra + 1, mask.shape[axis]))
+        )
+    return tuple(box)
+
+
+def _reach(element: np.ndarray, times: int = 1) -> tuple[int, ...]:
+    """Pixels beyond its box that `times` passes of `element` can look, plus one."""
+    return tuple(times * (n // 2) + 1 for n in element.shape)
+
+
 def grow_from(
     candidates: np.ndarray, seeds: np.ndarray, radius_mm: float, spacing_ji: tuple[float, float]
 ) -> np.ndarray:
-    """The parts of `candidates` thicker than 2*radius that touch `seeds` (one slice)."""
+    """The parts of `candidates` thicker than 2*radius that touch `seeds` (one slice).
+
+    Computed within the candidates' bounding box grown by the element (the seeds beyond
+    it cannot reach a candidate): the same result, on a small part of the slice."""
     element = disk(max(radius_mm, *spacing_ji), spacing_ji)
+    out = np.zeros(candidates.shape, dtype=bool)
+    box = _box(candidates, _reach(element))
+    if box is None:
+        return out
+    candidates, seeds = candidates[box], seeds[box]
     core = ndimage.binary_erosion(candidates, element)
     labelled, _count = ndimage.label(core)
     keep = np.unique(labelled[ndimage.binary_dilation(seeds, element) & core])
     keep = keep[keep != 0]
-    if not len(keep):
-        return np.zeros_like(candidates)
-    return ndimage.binary_dilation(np.isin(labelled, keep), element) & candidates
+    if len(keep):
+        out[box] = ndimage.binary_dilation(np.isin(labelled, keep), element) & candidates
+    return out
 
 
 def bulges(
@@ -66,9 +95,27 @@ def bulges(
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Label `mask` (one slice) by bulge: watershed of the distance map, one basin per local
     maximum at least 6 mm from the next and 3 mm deep, one per part too thin for that.
-    Returns the basins (1..n) and the deepest point of each, in label order."""
-    distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
+    Returns the basins (1..n) and the deepest point of each, in label order.
+
+    Computed within the mask's bounding box grown by the peak separation: beyond it there
+    is no mask, no distance and no peak, and the nearest background of every pixel lies
+    within it, so the basins are those of the whole slice."""
     separation = max(1, round(6.0 / min(spacing_ji)))
+    box = _box(mask, (separation + 1,) * mask.ndim)
+    basins = np.zeros(mask.shape, dtype=np.int32)
+    if box is None:
+        return basins, []
+    inner, tops = _bulges_in(mask[box], spacing_ji, separation)
+    basins[box] = inner
+    offset = [s.start for s in box]
+    return basins, [(j + offset[0], i + offset[1]) for j, i in tops]
+
+
+def _bulges_in(
+    mask: np.ndarray, spacing_ji: tuple[float, float], separation: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """`bulges` on an array that holds the whole mask with a margin around it."""
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing_ji)
     peaks = peak_local_max(distance, min_distance=separation, threshold_abs=3.0, labels=mask)
     tops = [(int(j), int(i)) for j, i in peaks]
     parts, _count = ndimage.label(mask)
@@ -105,5 +152,13 @@ def fill_muscle(
     mask: np.ndarray, allowed: np.ndarray, spacing_ji: tuple[float, float]
 ) -> np.ndarray:
     """Close small gaps and fill holes (intramuscular fat belongs to the muscle)."""
-    closed = ndimage.binary_closing(mask, disk(3.0, spacing_ji)) & allowed
-    return ndimage.binary_fill_holes(closed | mask) & allowed
+    element = disk(3.0, spacing_ji)
+    out = np.zeros(mask.shape, dtype=bool)
+    # Closing reaches twice the element beyond the mask, and a hole lies inside its outline.
+    box = _box(mask, _reach(element, 2))
+    if box is None:
+        return out
+    mask, allowed = mask[box], allowed[box]
+    closed = ndimage.binary_closing(mask, element) & allowed
+    out[box] = ndimage.binary_fill_holes(closed | mask) & allowed
+    return out

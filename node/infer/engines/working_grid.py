@@ -69,7 +69,7 @@ class WorkingGrid:
             counts = np.diff(np.r_[starts, len(index)]).astype(np.float32)
             shape = [1, 1, 1]
             shape[axis] = len(counts)
-            out = np.add.reduceat(out, starts, axis=axis, dtype=np.float32) / counts.reshape(shape)
+            out = _sum_bins(out, starts, axis) / counts.reshape(shape)
         return out.astype(np.float32, copy=False)
 
     def up(self, labels: np.ndarray, source: np.ndarray, below: float) -> np.ndarray:
@@ -78,16 +78,43 @@ class WorkingGrid:
         if self.identity:
             return labels
         k, j, i = (self._source_to_working(axis) for axis in range(3))
-        out = labels[np.ix_(k, j, i)]
+        # One gather per axis, in-plane first on the few working slices, then whole
+        # slices copied: the same labels as one 3D index gather, at a twentieth of the cost.
+        out = labels.take(j, axis=1).take(i, axis=2).take(k, axis=0)
         cross = ndimage.generate_binary_structure(2, 1)[np.newaxis]
         border = (labels > 0) & (ndimage.grey_erosion(labels, footprint=cross) != labels)
         border |= (labels > 0) & (ndimage.grey_dilation(labels, footprint=cross) != labels)
+        border = border.take(j, axis=1).take(i, axis=2)
         for n in range(out.shape[0]):
-            edge = border[k[n]][np.ix_(j, i)]
-            out[n][edge & (source[n] < below)] = 0
+            out[n][border[k[n]] & (source[n] < below)] = 0
         return out
 
     def source_slice(self, k: int) -> int:
         """The source slice at the centre of working slice `k`."""
         n, m = self.source_shape[0], self.shape[0]
         return int(min(n - 1, ((2 * k + 1) * n) // (2 * m)))
+
+
+# reduceat adds the first slice of a bin to the sum of the others, which numpy sums one
+# after another when there are fewer than 8 of them (pairwise beyond: left to reduceat).
+_SEQUENTIAL_BIN = 8
+
+
+def _sum_bins(array: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
+    """`np.add.reduceat(array, starts, axis, dtype=float32)`, bit for bit: along the slice
+    axis, whole slices are added in reduceat's order, reading memory in order where
+    reduceat strides across it for every pixel (a third of the working grid's cost)."""
+    ends = np.r_[starts[1:], array.shape[axis]]
+    if axis != 0 or np.max(ends - starts) > _SEQUENTIAL_BIN:
+        return np.add.reduceat(array, starts, axis=axis, dtype=np.float32)
+    out = np.empty((len(starts), *array.shape[1:]), dtype=np.float32)
+    rest = np.empty(array.shape[1:], dtype=np.float32)
+    for b, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        out[b] = array[start]
+        if end - start < 2:
+            continue
+        rest[...] = array[start + 1]
+        for k in range(start + 2, end):
+            np.add(rest, array[k], out=rest, dtype=np.float32)
+        np.add(out[b], rest, out=out[b])
+    return out
