@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scanner_stages.py [--data DIR] [--slices 300] [--workdir DIR]
 
 Builds the series of `scanner_cost.py` (512 x 512, 0.7 mm pixels, 1.1 mm slices) and runs
-the stages of `Runner.run` on it in this process, in its order, each timed: read and
+`Runner.run` on it in this process with each of its stages timed where it is called: read and
 assemble the slices, classical-ct (its parts timed inside: landmarks, body wall, posterior
 groups with the psoas, glutei and iliacus, wall groups, the working grid's resampling and
 map-back), QC, measure, SEG, SR, PDF, key image, writing the files. The job's ingest and
@@ -26,17 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scanner_cost import build_series
 
 import myonode.infer.engines.classical_ct as classical_ct
+import myonode.worker.runner as runner_module
 from myonode.app.demo.shared_data import shared_data_dir
-from myonode.core.patient import patient_facts
-from myonode.core.volume import load_series
-from myonode.encode import conform_copied_attributes
-from myonode.encode.pdf import render_key_image
-from myonode.encode.seg import build_segmentation, segment_numbers
-from myonode.encode.sr import build_report
 from myonode.infer.engines.working_grid import WorkingGrid
-from myonode.measure.assessment import assess
-from myonode.qc.checks import quality_control
-from myonode.worker.runner import Runner, _write, output_identity
+from myonode.worker.runner import Runner
 
 # The engine's parts as `segment_canonical` calls them (names in `classical_ct`); psoas
 # tracking runs inside the posterior groups and is counted in both.
@@ -57,69 +50,57 @@ class Clock:
     def __init__(self) -> None:
         self.wall: dict[str, float] = defaultdict(float)
         self.cpu: dict[str, float] = defaultdict(float)
+        self._running: set[str] = set()
 
     def run(self, name: str, work: Callable, *args, **kwargs):
+        """Time `work` under `name`; a call inside one of the same name is already counted."""
+        if name in self._running:
+            return work(*args, **kwargs)
         self.wall.setdefault(name, 0.0)
         self.cpu.setdefault(name, 0.0)
+        self._running.add(name)
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             return work(*args, **kwargs)
         finally:
             self.wall[name] += time.perf_counter() - wall
             self.cpu[name] += time.process_time() - cpu
+            self._running.discard(name)
 
     def timed(self, name: str, work: Callable) -> Callable:
         return lambda *args, **kwargs: self.run(name, work, *args, **kwargs)
 
 
+# `Runner.run`'s stages, by the names its module calls them: each is timed where it runs.
+RUNNER_STAGES = {
+    "load_series": "read + assemble",
+    "conform_copied_attributes": "read + assemble",
+    "quality_control": "QC",
+    "assess": "measure",
+    "build_segmentation": "SEG (highdicom)",
+    "build_report": "SR",
+    "render_pdf": "PDF",
+    "build_encapsulated_pdf": "PDF",
+    "render_key_image": "key image",
+    "write_durably": "write SEG, SR, PDF",
+    "_write": "write SEG, SR, PDF",
+}
+
+
 def job_stages(series: Path, out: Path, clock: Clock) -> None:
-    """One classical-ct job on `series`, as `Runner.run` does it, every stage timed."""
+    """One classical-ct job on `series` through `Runner.run` itself, every stage timed."""
     for name in ENGINE_PARTS:
         setattr(classical_ct, name, clock.timed(f"  {name}", getattr(classical_ct, name)))
     for name in ("down", "up"):
         setattr(
             WorkingGrid, name, clock.timed(f"  working grid {name}", getattr(WorkingGrid, name))
         )
-    volume = clock.run("read + assemble", load_series, sorted(series.iterdir()))
-    clock.run("read + assemble", conform_copied_attributes, volume.datasets)
+    for name, stage in RUNNER_STAGES.items():
+        setattr(runner_module, name, clock.timed(stage, getattr(runner_module, name)))
     runner = Runner()
-    pipeline, engine = runner.pipelines["ct_muscle"], runner.engine("ct_muscle")
-    label_map = clock.run("engine (classical-ct)", engine.segment, volume)
-    source = volume.datasets[0]
-    modality, facts = str(source.get("Modality", "")), patient_facts(source)
-    quality = clock.run("QC", quality_control, volume, label_map, modality, facts)
-    assessment = clock.run("measure", assess, volume, label_map, modality, facts, quality=quality)
-    identity, numbers = output_identity(pipeline, source, engine), segment_numbers(label_map)
-    seg = clock.run(
-        "SEG (highdicom)",
-        build_segmentation,
-        volume,
-        label_map,
-        engine.algorithm,
-        identity,
-        runner.device,
-        quality,
-    )
-    sr = clock.run(
-        "SR",
-        build_report,
-        volume.datasets,
-        seg,
-        numbers,
-        assessment,
-        engine.algorithm,
-        identity,
-        runner.device,
-        pipeline.procedure,
-        [],
-        slices_are_sources=volume.slices_are_sources,
-        frame_numbers=volume.frame_numbers,
-    )
-    pdf = clock.run(
-        "PDF", runner._pdf, "report", volume, label_map, assessment, engine, identity, sr
-    )
-    clock.run("key image", render_key_image, volume, label_map)
-    clock.run("write SEG, SR, PDF", _write, out, seg=seg, sr=sr, report=pdf)
+    engine = runner.engine("ct_muscle")
+    engine.segment = clock.timed("engine (classical-ct)", engine.segment)
+    runner.run("ct_muscle", sorted(series.iterdir()), out)
 
 
 def main(argv: list[str] | None = None) -> int:
