@@ -125,7 +125,7 @@ def test_real_disk_full_gives_a700(tmp_path, node_factory):
         assert stored == acknowledged
         node.stop()
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)  # still open: detach
 
 
 def test_storescu_sends_the_real_series(node, real_series_with_uids):
