@@ -83,8 +83,10 @@ def decode_seconds(folder: Path) -> tuple[float, float]:
     return seconds, cpu
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def series_arguments(description: str, argv: list[str] | None) -> tuple[argparse.Namespace, Path]:
+    """The scanner series' options (shared with `scanner_stages.py`) and the shared data
+    folder; exits with status 2 when that folder is not found."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=None, help="shared data directory")
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--slice-mm", type=float, default=1.1)
@@ -93,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or shared_data_dir()
     if data is None or not data.is_dir():
         print("shared data not found: pass --data or set MYONODE_TEST_DATA", file=sys.stderr)
-        return 2
+        sys.exit(2)
+    return args, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, data = series_arguments(__doc__.splitlines()[0], argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         series, out = Path(tmp) / "series", Path(tmp) / "out"
         count = build_series(data, series, args.slices, args.slice_mm)

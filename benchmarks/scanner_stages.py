@@ -1,6 +1,7 @@
 """Where the time of one scanner-resolution CT job goes: wall and CPU seconds per stage.
 
-    .venv/bin/python benchmarks/scanner_stages.py [--data DIR] [--slices 300] [--workdir DIR]
+    .venv/bin/python benchmarks/scanner_stages.py [--data DIR] [--slices 300] [--slice-mm 1.1]
+        [--workdir DIR]
 
 Builds the series of `scanner_cost.py` (512 x 512, 0.7 mm pixels, 1.1 mm slices) and runs
 `Runner.run` on it in this process with each of its stages timed where it is called: read and
@@ -13,7 +14,6 @@ on a machine busy with other work. Exit status 2 without the shared data.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import tempfile
@@ -23,11 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scanner_cost import build_series
+from scanner_cost import build_series, series_arguments
 
 import myonode.infer.engines.classical_ct as classical_ct
 import myonode.worker.runner as runner_module
-from myonode.app.demo.shared_data import shared_data_dir
 from myonode.infer.engines.working_grid import WorkingGrid
 from myonode.worker.runner import Runner
 
@@ -104,22 +103,14 @@ def job_stages(series: Path, out: Path, clock: Clock) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="shared data directory")
-    parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    data = args.data or shared_data_dir()
-    if data is None or not data.is_dir():
-        print("shared data not found: pass --data or set MYONODE_TEST_DATA", file=sys.stderr)
-        return 2
+    args, data = series_arguments(__doc__.splitlines()[0], argv)
     clock = Clock()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         series, out = Path(tmp) / "series", Path(tmp) / "out"
-        count = build_series(data, series, args.slices)
+        count = build_series(data, series, args.slices, args.slice_mm)
         out.mkdir()
         job_stages(series, out, clock)
-    print(f"series: {count} images of 512 x 512 (0.7 mm pixels, 1.1 mm slices)")
+    print(f"series: {count} images of 512 x 512 (0.7 mm pixels, {args.slice_mm} mm slices)")
     print(f"{'stage':32} {'wall s':>7} {'CPU s':>7}")
     for name in clock.wall:
         print(f"{name:32} {clock.wall[name]:7.2f} {clock.cpu[name]:7.2f}")
